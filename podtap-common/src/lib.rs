@@ -1,0 +1,136 @@
+//! Types and constants shared by podtap's kernel programs (`podtap-ebpf`) and its userspace (`podtap`).
+//!
+//! Everything here crosses the kernel/user boundary through a ring buffer or a map, so every struct is
+//! `#[repr(C)]`, has no bools and no implicit padding, and is defined once, here.
+#![no_std]
+
+/// Largest payload prefix one packet event may carry. The per-CPU scratch buffer is sized from it, so it
+/// bounds `--max-payload` (a per-CPU array value must stay under 32 KiB).
+pub const MAX_PAYLOAD_LIMIT: usize = 16 * 1024;
+
+/// Default payload prefix copied per packet: enough for the headers of almost every request and response.
+pub const DEFAULT_MAX_PAYLOAD: u32 = 4096;
+
+/// Event kinds, the first `u32` of every ring buffer record.
+pub const EVENT_PACKET: u32 = 1;
+pub const EVENT_SOCK_OWNER: u32 = 2;
+
+/// Packet direction relative to the socket that owns it.
+pub const DIR_EGRESS: u8 = 0;
+pub const DIR_INGRESS: u8 = 1;
+
+/// TCP header flags as they appear in the flags byte.
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// Indices of the per-CPU counters in the `COUNTERS` map.
+pub const COUNTER_PACKETS: u32 = 0;
+pub const COUNTER_RINGBUF_FULL: u32 = 1;
+pub const COUNTER_PAYLOAD_TRUNCATED: u32 = 2;
+pub const COUNTER_BYTES_SKIPPED: u32 = 3;
+pub const COUNTER_NOT_PARSED: u32 = 4;
+pub const COUNTER_OWNER_RINGBUF_FULL: u32 = 5;
+pub const COUNTER_COUNT: u32 = 6;
+
+/// Header of one captured TCP segment; `captured` payload bytes follow it in the same record.
+///
+/// The payload bytes are the TCP payload from offset `skipped` on: a prefix the userspace asked to skip
+/// (a body it does not parse) is not copied.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PacketHeader {
+    /// `EVENT_PACKET`.
+    pub kind: u32,
+    /// Payload bytes that follow this header.
+    pub captured: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// Socket cookie: the connection's id, equal on both directions.
+    pub cookie: u64,
+    /// cgroup v2 id (the inode of the cgroup directory) of the socket's owner.
+    pub cgroup_id: u64,
+    /// TCP sequence number of the first payload byte of the segment.
+    pub seq: u32,
+    /// TCP payload length of the whole segment (a GSO/GRO segment can be up to 64 KiB or more).
+    pub payload_len: u32,
+    /// Payload bytes at the start of the segment that were not copied (skipped on request).
+    pub skipped: u32,
+    /// Padding kept explicit.
+    pub _pad0: u32,
+    /// Source and destination address: IPv4 in the first 4 bytes, IPv6 in all 16, network order.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// Ports in host order.
+    pub sport: u16,
+    pub dport: u16,
+    /// 4 or 6.
+    pub family: u8,
+    /// `DIR_EGRESS` or `DIR_INGRESS`.
+    pub direction: u8,
+    /// TCP flags (`TCP_*`).
+    pub tcp_flags: u8,
+    pub _pad1: u8,
+    pub _pad2: u32,
+}
+
+/// The process that sent or received on a socket: emitted when a socket is first used by a process
+/// (and again when another process uses it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SockOwnerEvent {
+    /// `EVENT_SOCK_OWNER`.
+    pub kind: u32,
+    /// Process id (thread group id).
+    pub tgid: u32,
+    pub cookie: u64,
+    /// cgroup v2 id of the process.
+    pub cgroup_id: u64,
+    /// Thread name of the caller, NUL padded.
+    pub comm: [u8; 16],
+}
+
+/// Key of the `SKIP` map: one direction of one socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SkipKey {
+    pub cookie: u64,
+    pub direction: u32,
+    pub _pad: u32,
+}
+
+/// Skip modes in `SkipValue::mode`.
+/// Copy no payload before sequence number `until_seq` (a body userspace does not need).
+pub const SKIP_UNTIL_SEQ: u32 = 1;
+/// Copy no payload at all on this direction (a connection no parser recognised).
+pub const SKIP_ALL: u32 = 2;
+
+/// Value of the `SKIP` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SkipValue {
+    pub mode: u32,
+    pub until_seq: u32,
+}
+
+/// Names of the maps and programs, shared so that loader and programs cannot drift apart.
+pub mod names {
+    pub const MAP_EVENTS: &str = "EVENTS";
+    pub const MAP_SKIP: &str = "SKIP";
+    pub const MAP_COUNTERS: &str = "COUNTERS";
+    pub const MAP_EXCLUDED: &str = "EXCLUDED";
+    pub const PROG_EGRESS: &str = "podtap_egress";
+    pub const PROG_INGRESS: &str = "podtap_ingress";
+    pub const PROG_SEND: &str = "podtap_sock_send";
+    pub const PROG_RECV: &str = "podtap_sock_recv";
+    pub const GLOBAL_MAX_PAYLOAD: &str = "MAX_PAYLOAD";
+    pub const GLOBAL_SELF_TGID: &str = "SELF_TGID";
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain old data, `#[repr(C)]`, every field an integer or an integer array, no implicit padding.
+    unsafe impl aya::Pod for super::SkipKey {}
+    unsafe impl aya::Pod for super::SkipValue {}
+}

@@ -1,0 +1,323 @@
+//! podtap's kernel programs.
+//!
+//! - `podtap_egress` / `podtap_ingress` (`cgroup_skb`, attached to the cgroup v2 root; kernel >= 4.10,
+//!   ring buffer >= 5.8): every TCP segment of every socket on the node that carries payload or
+//!   SYN/FIN/RST becomes one `PacketHeader` record with a capped payload prefix. Bodies userspace asked
+//!   to skip (the `SKIP` map) are not copied.
+//! - `podtap_sock_send` / `podtap_sock_recv` (`tp_btf` on `sock_send_length` / `sock_recv_length`,
+//!   kernel >= 6.3): in the context of the process that sends or receives, tie the socket cookie to
+//!   that process (`SockOwnerEvent`), once per socket and owner.
+//!
+//! The programs only produce events; every decision about protocols is userspace's.
+#![no_std]
+#![no_main]
+
+use core::{ffi::c_void, mem::size_of, ptr::addr_of_mut};
+
+use aya_ebpf::{
+    bindings::__sk_buff,
+    helpers::generated::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_ringbuf_output,
+        bpf_skb_cgroup_id, bpf_skb_load_bytes,
+    },
+    macros::{btf_tracepoint, cgroup_skb, map},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+    programs::{BtfTracePointContext, SkBuffContext},
+};
+use podtap_common::{
+    PacketHeader, SkipKey, SkipValue, SockOwnerEvent, COUNTER_BYTES_SKIPPED, COUNTER_COUNT,
+    COUNTER_NOT_PARSED, COUNTER_OWNER_RINGBUF_FULL, COUNTER_PACKETS, COUNTER_PAYLOAD_TRUNCATED,
+    COUNTER_RINGBUF_FULL, DEFAULT_MAX_PAYLOAD, DIR_EGRESS, DIR_INGRESS, EVENT_PACKET,
+    EVENT_SOCK_OWNER, MAX_PAYLOAD_LIMIT, SKIP_ALL, SKIP_UNTIL_SEQ, TCP_FIN, TCP_RST, TCP_SYN,
+};
+
+/// Capped payload prefix copied per segment; set by the loader from `--max-payload`.
+#[unsafe(no_mangle)]
+static MAX_PAYLOAD: u32 = DEFAULT_MAX_PAYLOAD;
+
+/// podtap's own process id: its sockets are never captured.
+#[unsafe(no_mangle)]
+static SELF_TGID: u32 = 0;
+
+/// All records for userspace. The loader sets the size (`--ring-buffer-bytes`).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
+/// Per-direction payload skipping requested by userspace.
+#[map]
+static SKIP: LruHashMap<SkipKey, SkipValue> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Sockets that belong to podtap itself.
+#[map]
+static EXCLUDED: LruHashMap<u64, u8> = LruHashMap::with_max_entries(4096, 0);
+
+/// Last owner reported per socket cookie, so that an owner is reported once, not on every send.
+#[map]
+static OWNERS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Drop and volume counters (`COUNTER_*`), summed by userspace.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+#[repr(C)]
+struct Scratch {
+    header: PacketHeader,
+    payload: [u8; MAX_PAYLOAD_LIMIT],
+}
+
+/// A record is built here (it is too big for the 512-byte stack), then copied into the ring buffer
+/// with its real length.
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const IPPROTO_TCP: u8 = 6;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+/// `offsetof(struct sock_common, skc_family)`: unchanged since Linux 4.x.
+const SKC_FAMILY_OFFSET: usize = 16;
+
+#[inline(always)]
+fn count(index: u32, by: u64) {
+    if let Some(counter) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, this program is not preempted on it.
+        unsafe { *counter += by };
+    }
+}
+
+#[cgroup_skb(egress)]
+pub fn podtap_egress(ctx: SkBuffContext) -> i32 {
+    let _ = try_capture(&ctx, DIR_EGRESS);
+    1
+}
+
+#[cgroup_skb(ingress)]
+pub fn podtap_ingress(ctx: SkBuffContext) -> i32 {
+    let _ = try_capture(&ctx, DIR_INGRESS);
+    1
+}
+
+#[inline(always)]
+fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
+    let skb: *mut __sk_buff = ctx.skb.skb;
+    // `skb->protocol` holds the big-endian ethertype in the low 16 bits.
+    let ethertype = u16::from_be(ctx.skb.protocol() as u16);
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
+    // SAFETY: the per-CPU scratch slot is ours for the duration of this program run.
+    let header: &mut PacketHeader = unsafe { &mut (*scratch).header };
+
+    let (ip_header_len, family) = match ethertype {
+        ETH_P_IP => {
+            let version_ihl: u8 = ctx.load(0)?;
+            let protocol: u8 = ctx.load(9)?;
+            if protocol != IPPROTO_TCP {
+                return Ok(());
+            }
+            let saddr: [u8; 4] = ctx.load(12)?;
+            let daddr: [u8; 4] = ctx.load(16)?;
+            header.saddr = [0; 16];
+            header.daddr = [0; 16];
+            header.saddr[..4].copy_from_slice(&saddr);
+            header.daddr[..4].copy_from_slice(&daddr);
+            (u32::from(version_ihl & 0x0f) * 4, 4u8)
+        }
+        ETH_P_IPV6 => {
+            let next_header: u8 = ctx.load(6)?;
+            if next_header != IPPROTO_TCP {
+                return Ok(());
+            }
+            header.saddr = ctx.load(8)?;
+            header.daddr = ctx.load(24)?;
+            (40, 6u8)
+        }
+        _ => return Ok(()),
+    };
+    if ip_header_len < 20 {
+        return Ok(());
+    }
+    let tcp = ip_header_len as usize;
+    let ports: [u8; 4] = ctx.load(tcp)?;
+    let seq: [u8; 4] = ctx.load(tcp + 4)?;
+    let data_offset: u8 = ctx.load(tcp + 12)?;
+    let tcp_flags: u8 = ctx.load(tcp + 13)?;
+    let payload_offset = ip_header_len + u32::from(data_offset >> 4) * 4;
+    let skb_len = ctx.len();
+    let payload_len = skb_len.saturating_sub(payload_offset);
+    let control = tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST);
+    if payload_len == 0 && control == 0 {
+        return Ok(()); // a pure ACK tells userspace nothing
+    }
+    count(COUNTER_PACKETS, 1);
+
+    // SAFETY: skb is the program's context pointer.
+    let cookie = unsafe { bpf_get_socket_cookie(skb.cast::<c_void>()) };
+    // SAFETY: plain map lookup.
+    if unsafe { EXCLUDED.get(&cookie) }.is_some() {
+        return Ok(());
+    }
+    let seq = u32::from_be_bytes(seq);
+
+    // How much of the payload userspace does not want.
+    let mut skipped: u32 = 0;
+    let key = SkipKey { cookie, direction: u32::from(direction), _pad: 0 };
+    // SAFETY: plain map lookup; the value is copied out at once.
+    if let Some(skip) = unsafe { SKIP.get(&key) } {
+        let skip: SkipValue = *skip;
+        if skip.mode == SKIP_ALL {
+            skipped = payload_len;
+            count(COUNTER_NOT_PARSED, u64::from(payload_len));
+        } else if skip.mode == SKIP_UNTIL_SEQ {
+            // Serial-number arithmetic: how far the skip end lies past this segment's first byte.
+            let ahead = skip.until_seq.wrapping_sub(seq) as i32;
+            if ahead > 0 {
+                let ahead = ahead as u32;
+                if ahead > payload_len && control == 0 {
+                    // Wholly inside a skipped body: nothing to report, not even timing.
+                    count(COUNTER_BYTES_SKIPPED, u64::from(payload_len));
+                    return Ok(());
+                }
+                skipped = if ahead < payload_len { ahead } else { payload_len };
+                count(COUNTER_BYTES_SKIPPED, u64::from(skipped));
+            }
+        }
+    }
+
+    header.kind = EVENT_PACKET;
+    // SAFETY: helper on the program's own context / clock.
+    header.ts_ns = unsafe { bpf_ktime_get_ns() };
+    header.cookie = cookie;
+    header.cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
+    header.seq = seq;
+    header.payload_len = payload_len;
+    header.skipped = skipped;
+    header._pad0 = 0;
+    header.sport = u16::from_be_bytes([ports[0], ports[1]]);
+    header.dport = u16::from_be_bytes([ports[2], ports[3]]);
+    header.family = family;
+    header.direction = direction;
+    header.tcp_flags = tcp_flags;
+    header._pad1 = 0;
+    header._pad2 = 0;
+
+    // SAFETY: a global the loader may rewrite before load; read it as such.
+    let cap = unsafe { core::ptr::read_volatile(&MAX_PAYLOAD) };
+    let mut want = payload_len - skipped;
+    if want > cap {
+        want = cap;
+    }
+    if want > MAX_PAYLOAD_LIMIT as u32 {
+        want = MAX_PAYLOAD_LIMIT as u32;
+    }
+    if want < payload_len - skipped {
+        count(COUNTER_PAYLOAD_TRUNCATED, 1);
+    }
+    let mut captured: u32 = 0;
+    if want > 0 {
+        // SAFETY: scratch is a valid per-CPU slot with MAX_PAYLOAD_LIMIT bytes of room; `want` is
+        // bounded by it above and non-zero (the verifier rejects a possibly-zero length).
+        let payload: *mut [u8; MAX_PAYLOAD_LIMIT] = unsafe { addr_of_mut!((*scratch).payload) };
+        let ret = unsafe {
+            bpf_skb_load_bytes(
+                skb.cast::<c_void>(),
+                payload_offset + skipped,
+                payload.cast::<c_void>(),
+                want,
+            )
+        };
+        if ret == 0 {
+            captured = want;
+        }
+    }
+    header.captured = captured;
+    let total = size_of::<PacketHeader>() as u64 + u64::from(captured);
+    // SAFETY: `total` never exceeds the size of the scratch slot.
+    let ret = unsafe { bpf_ringbuf_output(addr_of_mut!(EVENTS).cast::<c_void>(), scratch.cast::<c_void>(), total, 0) };
+    if ret != 0 {
+        count(COUNTER_RINGBUF_FULL, 1);
+    }
+    Ok(())
+}
+
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn podtap_sock_send(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_owner(&ctx);
+    0
+}
+
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn podtap_sock_recv(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_owner(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_owner(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    let sk: *mut c_void = ctx.arg(0);
+    // SAFETY: reads one field of a kernel `struct sock` the tracepoint hands us.
+    let family: u16 =
+        unsafe { bpf_probe_read_kernel_u16(sk.cast::<u8>().wrapping_add(SKC_FAMILY_OFFSET)) }?;
+    if family != AF_INET && family != AF_INET6 {
+        return Ok(());
+    }
+    // SAFETY: `sk` is a BTF-typed socket pointer, which is what this helper takes in tracing programs.
+    let cookie = unsafe { bpf_get_socket_cookie(sk) };
+    let tgid = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
+    // SAFETY: a global the loader may rewrite before load.
+    let self_tgid = unsafe { core::ptr::read_volatile(&SELF_TGID) };
+    if tgid == self_tgid {
+        let _ = EXCLUDED.insert(&cookie, &1u8, 0);
+        return Ok(());
+    }
+    // SAFETY: plain map lookup, value copied.
+    if let Some(known) = unsafe { OWNERS.get(&cookie) } {
+        if *known == tgid {
+            return Ok(());
+        }
+    }
+    let _ = OWNERS.insert(&cookie, &tgid, 0);
+    let mut event = SockOwnerEvent {
+        kind: EVENT_SOCK_OWNER,
+        tgid,
+        cookie,
+        // SAFETY: helper without arguments.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        comm: [0; 16],
+    };
+    // SAFETY: `comm` is a 16-byte buffer.
+    unsafe { bpf_get_current_comm(event.comm.as_mut_ptr().cast::<c_void>(), 16) };
+    // SAFETY: `event` lives on the stack for the call.
+    let ret = unsafe {
+        bpf_ringbuf_output(
+            addr_of_mut!(EVENTS).cast::<c_void>(),
+            core::ptr::from_mut(&mut event).cast::<c_void>(),
+            size_of::<SockOwnerEvent>() as u64,
+            0,
+        )
+    };
+    if ret != 0 {
+        count(COUNTER_OWNER_RINGBUF_FULL, 1);
+    }
+    Ok(())
+}
+
+#[inline(always)]
+unsafe fn bpf_probe_read_kernel_u16(src: *const u8) -> Result<u16, i64> {
+    let mut value: u16 = 0;
+    // SAFETY: the helper checks the source address itself; the destination is a local.
+    let ret = unsafe {
+        bpf_probe_read_kernel(core::ptr::from_mut(&mut value).cast::<c_void>(), 2, src.cast::<c_void>())
+    };
+    if ret < 0 { Err(ret) } else { Ok(value) }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,4 @@
+//! podtap: an eBPF traffic sensor for Kubernetes nodes.
+//!
+//! Data flow: `capture` (kernel events or capture files) -> `flow` (connections, reassembly) ->
+//! `protocols` (calls) -> `k8s` (attribution) -> `export` (sinks).
