@@ -18,7 +18,7 @@ use aya_ebpf::{
     bindings::__sk_buff,
     helpers::generated::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_ringbuf_output,
+        bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_skb_cgroup_id, bpf_skb_load_bytes,
     },
     macros::{btf_tracepoint, cgroup_skb, map},
@@ -231,10 +231,10 @@ fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
         }
     }
     header.captured = captured;
-    let total = size_of::<PacketHeader>() as u64 + u64::from(captured);
-    // SAFETY: `total` never exceeds the size of the scratch slot.
-    let ret = unsafe { bpf_ringbuf_output(addr_of_mut!(EVENTS).cast::<c_void>(), scratch.cast::<c_void>(), total, 0) };
-    if ret != 0 {
+    let total = size_of::<PacketHeader>() + captured as usize;
+    // SAFETY: `total` never exceeds the size of the scratch slot, which is ours during this run.
+    let record = unsafe { core::slice::from_raw_parts(scratch.cast::<u8>(), total) };
+    if EVENTS.output::<[u8]>(record, 0).is_err() {
         count(COUNTER_RINGBUF_FULL, 1);
     }
     Ok(())
@@ -287,16 +287,7 @@ fn try_owner(ctx: &BtfTracePointContext) -> Result<(), i64> {
     };
     // SAFETY: `comm` is a 16-byte buffer.
     unsafe { bpf_get_current_comm(event.comm.as_mut_ptr().cast::<c_void>(), 16) };
-    // SAFETY: `event` lives on the stack for the call.
-    let ret = unsafe {
-        bpf_ringbuf_output(
-            addr_of_mut!(EVENTS).cast::<c_void>(),
-            core::ptr::from_mut(&mut event).cast::<c_void>(),
-            size_of::<SockOwnerEvent>() as u64,
-            0,
-        )
-    };
-    if ret != 0 {
+    if EVENTS.output::<SockOwnerEvent>(&event, 0).is_err() {
         count(COUNTER_OWNER_RINGBUF_FULL, 1);
     }
     Ok(())
