@@ -2,3 +2,5 @@
 //!
 //! Data flow: `capture` (kernel events or capture files) -> `flow` (connections, reassembly) ->
 //! `protocols` (calls) -> `k8s` (attribution) -> `export` (sinks).
+pub mod host;
+pub mod k8s;
