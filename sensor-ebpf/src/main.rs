@@ -18,8 +18,8 @@ use aya_ebpf::{
     bindings::__sk_buff,
     helpers::generated::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_skb_cgroup_id, bpf_skb_load_bytes,
+        bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_skb_cgroup_id,
+        bpf_skb_load_bytes,
     },
     macros::{btf_tracepoint, cgroup_skb, map},
     maps::{LruHashMap, PerCpuArray, RingBuf},
@@ -161,7 +161,11 @@ fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
 
     // How much of the payload userspace does not want.
     let mut skipped: u32 = 0;
-    let key = SkipKey { cookie, direction: u32::from(direction), _pad: 0 };
+    let key = SkipKey {
+        cookie,
+        direction: u32::from(direction),
+        _pad: 0,
+    };
     // SAFETY: plain map lookup; the value is copied out at once.
     if let Some(skip) = unsafe { SKIP.get(&key) } {
         let skip: SkipValue = *skip;
@@ -178,7 +182,11 @@ fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
                     count(COUNTER_BYTES_SKIPPED, u64::from(payload_len));
                     return Ok(());
                 }
-                skipped = if ahead < payload_len { ahead } else { payload_len };
+                skipped = if ahead < payload_len {
+                    ahead
+                } else {
+                    payload_len
+                };
                 count(COUNTER_BYTES_SKIPPED, u64::from(skipped));
             }
         }
@@ -218,12 +226,15 @@ fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
         // SAFETY: scratch is a valid per-CPU slot with MAX_PAYLOAD_LIMIT bytes of room; `want` is
         // bounded by it above and non-zero (the verifier rejects a possibly-zero length).
         let payload: *mut [u8; MAX_PAYLOAD_LIMIT] = unsafe { addr_of_mut!((*scratch).payload) };
+        // Written so that the verifier sees the length in [1, MAX_PAYLOAD_LIMIT] on the very register
+        // passed (a copy checked for zero elsewhere does not count). MAX_PAYLOAD_LIMIT is a power of two.
+        let len = ((want - 1) & (MAX_PAYLOAD_LIMIT as u32 - 1)) + 1;
         let ret = unsafe {
             bpf_skb_load_bytes(
                 skb.cast::<c_void>(),
                 payload_offset + skipped,
                 payload.cast::<c_void>(),
-                want,
+                len,
             )
         };
         if ret == 0 {
@@ -298,9 +309,17 @@ unsafe fn bpf_probe_read_kernel_u16(src: *const u8) -> Result<u16, i64> {
     let mut value: u16 = 0;
     // SAFETY: the helper checks the source address itself; the destination is a local.
     let ret = unsafe {
-        bpf_probe_read_kernel(core::ptr::from_mut(&mut value).cast::<c_void>(), 2, src.cast::<c_void>())
+        bpf_probe_read_kernel(
+            core::ptr::from_mut(&mut value).cast::<c_void>(),
+            2,
+            src.cast::<c_void>(),
+        )
     };
-    if ret < 0 { Err(ret) } else { Ok(value) }
+    if ret < 0 {
+        Err(ret)
+    } else {
+        Ok(value)
+    }
 }
 
 #[cfg(not(test))]

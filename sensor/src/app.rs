@@ -88,9 +88,15 @@ impl Summary {
     }
 }
 
-fn write_calls(calls: &mut Vec<FlowCall>, cgroups: &mut dyn CgroupLookup, sink: &mut dyn Sink, written: &mut u64) -> Result<(), AppError> {
+fn write_calls(
+    calls: &mut Vec<FlowCall>,
+    cgroups: &mut dyn CgroupLookup,
+    sink: &mut dyn Sink,
+    written: &mut u64,
+) -> Result<(), AppError> {
     for call in calls.drain(..) {
-        sink.write(&enrich(call, cgroups)).map_err(AppError::Output)?;
+        sink.write(&enrich(call, cgroups))
+            .map_err(AppError::Output)?;
         *written += 1;
     }
     Ok(())
@@ -117,10 +123,13 @@ pub fn run_live(
     let started = Instant::now();
     let mut last_tick = Instant::now();
     let result = loop {
-        if stop.load(Ordering::Relaxed) || options.duration.is_some_and(|d| started.elapsed() >= d) {
+        if stop.load(Ordering::Relaxed) || options.duration.is_some_and(|d| started.elapsed() >= d)
+        {
             break Ok(());
         }
-        let polled = capture.poll(Duration::from_millis(100), |event| flow.handle(event, &mut calls, &mut skips));
+        let polled = capture.poll(Duration::from_millis(100), |event| {
+            flow.handle(event, &mut calls, &mut skips)
+        });
         if let Err(error) = polled {
             break Err(AppError::from(error));
         }
@@ -132,14 +141,19 @@ pub fn run_live(
             capture.apply_skips(&skips);
             skips.clear();
         }
-        if let Err(error) = write_calls(&mut calls, cgroups, sink, &mut summary.calls_written).and_then(|()| sink.flush().map_err(AppError::Output)) {
+        if let Err(error) = write_calls(&mut calls, cgroups, sink, &mut summary.calls_written)
+            .and_then(|()| sink.flush().map_err(AppError::Output))
+        {
             break Err(error);
         }
     };
     // Whatever is still in the ring buffer, then every open connection's pending requests.
-    let _ = capture.poll(Duration::ZERO, |event| flow.handle(event, &mut calls, &mut skips));
+    let _ = capture.poll(Duration::ZERO, |event| {
+        flow.handle(event, &mut calls, &mut skips)
+    });
     flow.finish(&mut calls, &mut skips);
-    let written = write_calls(&mut calls, cgroups, sink, &mut summary.calls_written).and_then(|()| sink.flush().map_err(AppError::Output));
+    let written = write_calls(&mut calls, cgroups, sink, &mut summary.calls_written)
+        .and_then(|()| sink.flush().map_err(AppError::Output));
     summary.flow = flow.stats();
     summary.kernel = capture.counters();
     summary.decode_errors = capture.decode_errors;
@@ -152,7 +166,11 @@ pub fn run_live(
 ///
 /// # Errors
 /// The file cannot be read, or the output breaks.
-pub fn replay(path: &Path, flow_config: FlowConfig, sink: &mut dyn Sink) -> Result<Summary, AppError> {
+pub fn replay(
+    path: &Path,
+    flow_config: FlowConfig,
+    sink: &mut dyn Sink,
+) -> Result<Summary, AppError> {
     let mut flow = FlowTable::new(flow_config);
     let mut calls = Vec::new();
     let mut skips = Vec::new();

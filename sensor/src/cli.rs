@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "podtap", version, about = "eBPF traffic sensor for Kubernetes nodes: every pod's API calls, without touching the apps")]
+#[command(
+    name = "podtap",
+    version,
+    about = "eBPF traffic sensor for Kubernetes nodes: every pod's API calls, without touching the apps"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

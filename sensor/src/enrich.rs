@@ -47,10 +47,24 @@ fn endpoint(end: &FlowEnd, cgroups: &mut dyn CgroupLookup) -> Endpoint {
         endpoint.process = Some(owner.comm.clone());
     }
     // The socket's cgroup (from its packets); the owner's as a fallback.
-    let cgroup = if local.cgroup_id != 0 { Some(local.cgroup_id) } else { local.owner.as_ref().map(|o| o.cgroup_id) };
+    let cgroup = if local.cgroup_id != 0 {
+        Some(local.cgroup_id)
+    } else {
+        local.owner.as_ref().map(|o| o.cgroup_id)
+    };
     if let Some(identity) = cgroup.and_then(|id| cgroups.identity(id)) {
         endpoint.pod_uid = identity.pod_uid;
         endpoint.container_id = identity.container_id;
     }
     endpoint
+}
+
+impl CgroupLookup for crate::k8s::CgroupResolver {
+    fn identity(&mut self, cgroup_id: u64) -> Option<CgroupIdentity> {
+        let info = self.resolve(cgroup_id)?;
+        Some(CgroupIdentity {
+            pod_uid: info.pod_uid.clone(),
+            container_id: info.container_id.clone(),
+        })
+    }
 }

@@ -182,7 +182,12 @@ pub struct Call {
 impl Call {
     /// Builds the record from what a parser found and the two ends the flow layer knows.
     #[must_use]
-    pub fn new(parsed: ParsedCall, transport: Transport, client: Endpoint, server: Endpoint) -> Self {
+    pub fn new(
+        parsed: ParsedCall,
+        transport: Transport,
+        client: Endpoint,
+        server: Endpoint,
+    ) -> Self {
         let duration_ms = (parsed.response.is_some() && parsed.end >= parsed.start)
             .then(|| (parsed.end - parsed.start) as f64 / 1e6);
         Self {
@@ -208,7 +213,10 @@ pub fn format_time(nanos: UnixNanos) -> String {
     humantime::format_rfc3339_micros(time).to_string()
 }
 
-fn serialize_time<S: serde::Serializer>(nanos: &UnixNanos, serializer: S) -> Result<S::Ok, S::Error> {
+fn serialize_time<S: serde::Serializer>(
+    nanos: &UnixNanos,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&format_time(*nanos))
 }
 
@@ -218,6 +226,9 @@ mod tests {
 
     #[test]
     fn time_is_rfc3339_micros() {
-        assert_eq!(format_time(1_795_255_200_123_456_789), "2026-11-21T10:00:00.123456Z");
+        assert_eq!(
+            format_time(1_795_255_200_123_456_789),
+            "2026-11-21T10:00:00.123456Z"
+        );
     }
 }

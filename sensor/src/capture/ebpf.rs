@@ -4,19 +4,16 @@
 //! 5.8), `tp_btf` on `sock_send_length` / `sock_recv_length` (6.3). Everything is detached when the
 //! `EbpfCapture` is dropped (links are owned by it, nothing is pinned).
 
-use std::{
-    fs::File,
-    os::fd::AsRawFd,
-    path::PathBuf,
-    time::Duration,
-};
+use std::{fs::File, os::fd::AsRawFd, path::PathBuf, time::Duration};
 
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
     Btf, Ebpf, EbpfLoader,
 };
-use podtap_common::{names, SkipKey, SkipValue, COUNTER_COUNT, MAX_PAYLOAD_LIMIT, SKIP_ALL, SKIP_UNTIL_SEQ};
+use podtap_common::{
+    names, SkipKey, SkipValue, COUNTER_COUNT, MAX_PAYLOAD_LIMIT, SKIP_ALL, SKIP_UNTIL_SEQ,
+};
 
 use super::{decode, DecodeError, Event};
 use crate::flow::{SkipKind, SkipRequest};
@@ -113,37 +110,83 @@ impl EbpfCapture {
             .map_err(CaptureError::Load)?;
 
         let btf = Btf::from_sys_fs().map_err(CaptureError::Btf)?;
-        for (name, tracepoint) in [(names::PROG_SEND, "sock_send_length"), (names::PROG_RECV, "sock_recv_length")] {
+        for (name, tracepoint) in [
+            (names::PROG_SEND, "sock_send_length"),
+            (names::PROG_RECV, "sock_recv_length"),
+        ] {
             let program: &mut BtfTracePoint = program(&mut ebpf, name)?;
-            program.load(tracepoint, &btf).map_err(|source| CaptureError::Program { name, source })?;
-            program.attach().map_err(|source| CaptureError::Program { name, source })?;
+            program
+                .load(tracepoint, &btf)
+                .map_err(|source| CaptureError::Program { name, source })?;
+            program
+                .attach()
+                .map_err(|source| CaptureError::Program { name, source })?;
         }
 
-        let cgroup = File::open(&config.cgroup_root)
-            .map_err(|source| CaptureError::CgroupRoot { path: config.cgroup_root.clone(), source })?;
-        for (name, attach) in [(names::PROG_EGRESS, CgroupSkbAttachType::Egress), (names::PROG_INGRESS, CgroupSkbAttachType::Ingress)] {
+        let cgroup =
+            File::open(&config.cgroup_root).map_err(|source| CaptureError::CgroupRoot {
+                path: config.cgroup_root.clone(),
+                source,
+            })?;
+        for (name, attach) in [
+            (names::PROG_EGRESS, CgroupSkbAttachType::Egress),
+            (names::PROG_INGRESS, CgroupSkbAttachType::Ingress),
+        ] {
             let program: &mut CgroupSkb = program(&mut ebpf, name)?;
-            program.load().map_err(|source| CaptureError::Program { name, source })?;
+            program
+                .load()
+                .map_err(|source| CaptureError::Program { name, source })?;
             program
                 .attach(&cgroup, attach, CgroupAttachMode::default())
                 .map_err(|source| CaptureError::Program { name, source })?;
         }
 
-        let ring = RingBuf::try_from(take_map(&mut ebpf, names::MAP_EVENTS)?)
-            .map_err(|source| CaptureError::Map { name: names::MAP_EVENTS, source })?;
-        let skip = BpfHashMap::try_from(take_map(&mut ebpf, names::MAP_SKIP)?)
-            .map_err(|source| CaptureError::Map { name: names::MAP_SKIP, source })?;
-        let counters = PerCpuArray::try_from(take_map(&mut ebpf, names::MAP_COUNTERS)?)
-            .map_err(|source| CaptureError::Map { name: names::MAP_COUNTERS, source })?;
-        Ok(Self { ring, skip, counters, clock_offset: clock_offset(), decode_errors: 0, skip_errors: 0, _ebpf: ebpf })
+        let ring =
+            RingBuf::try_from(take_map(&mut ebpf, names::MAP_EVENTS)?).map_err(|source| {
+                CaptureError::Map {
+                    name: names::MAP_EVENTS,
+                    source,
+                }
+            })?;
+        let skip =
+            BpfHashMap::try_from(take_map(&mut ebpf, names::MAP_SKIP)?).map_err(|source| {
+                CaptureError::Map {
+                    name: names::MAP_SKIP,
+                    source,
+                }
+            })?;
+        let counters =
+            PerCpuArray::try_from(take_map(&mut ebpf, names::MAP_COUNTERS)?).map_err(|source| {
+                CaptureError::Map {
+                    name: names::MAP_COUNTERS,
+                    source,
+                }
+            })?;
+        Ok(Self {
+            ring,
+            skip,
+            counters,
+            clock_offset: clock_offset(),
+            decode_errors: 0,
+            skip_errors: 0,
+            _ebpf: ebpf,
+        })
     }
 
     /// Waits up to `timeout` for records, then hands every available record to `handler`.
     ///
     /// # Errors
     /// Only when waiting itself fails; undecodable records are counted in `decode_errors`.
-    pub fn poll(&mut self, timeout: Duration, mut handler: impl FnMut(&Event<'_>)) -> Result<usize, CaptureError> {
-        let mut fds = libc::pollfd { fd: self.ring.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    pub fn poll(
+        &mut self,
+        timeout: Duration,
+        mut handler: impl FnMut(&Event<'_>),
+    ) -> Result<usize, CaptureError> {
+        let mut fds = libc::pollfd {
+            fd: self.ring.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: one valid pollfd for the duration of the call.
         let ready = unsafe { libc::poll(&mut fds, 1, millis) };
@@ -157,7 +200,12 @@ impl EbpfCapture {
         while let Some(record) = self.ring.next() {
             match decode(&record, self.clock_offset) {
                 Ok(event) => handler(&event),
-                Err(DecodeError::Short { .. } | DecodeError::UnknownKind { .. } | DecodeError::PayloadLength { .. } | DecodeError::Family { .. }) => {
+                Err(
+                    DecodeError::Short { .. }
+                    | DecodeError::UnknownKind { .. }
+                    | DecodeError::PayloadLength { .. }
+                    | DecodeError::Family { .. },
+                ) => {
                     self.decode_errors += 1;
                 }
             }
@@ -178,8 +226,22 @@ impl EbpfCapture {
                 _pad: 0,
             };
             let result = match request.kind {
-                SkipKind::UntilSeq(seq) => self.skip.insert(key, SkipValue { mode: SKIP_UNTIL_SEQ, until_seq: seq }, 0),
-                SkipKind::All => self.skip.insert(key, SkipValue { mode: SKIP_ALL, until_seq: 0 }, 0),
+                SkipKind::UntilSeq(seq) => self.skip.insert(
+                    key,
+                    SkipValue {
+                        mode: SKIP_UNTIL_SEQ,
+                        until_seq: seq,
+                    },
+                    0,
+                ),
+                SkipKind::All => self.skip.insert(
+                    key,
+                    SkipValue {
+                        mode: SKIP_ALL,
+                        until_seq: 0,
+                    },
+                    0,
+                ),
                 SkipKind::Forget => match self.skip.remove(&key) {
                     Err(aya::maps::MapError::KeyNotFound) => Ok(()),
                     other => other,
@@ -215,8 +277,12 @@ fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, C
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let program = ebpf.program_mut(name).ok_or(CaptureError::MissingProgram { name })?;
-    program.try_into().map_err(|source| CaptureError::Program { name, source })
+    let program = ebpf
+        .program_mut(name)
+        .ok_or(CaptureError::MissingProgram { name })?;
+    program
+        .try_into()
+        .map_err(|source| CaptureError::Program { name, source })
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, CaptureError> {
@@ -226,7 +292,10 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Captu
 /// Unix time minus monotonic time, in nanoseconds: added to `bpf_ktime_get_ns()` values.
 fn clock_offset() -> i64 {
     let now = |clock| {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: valid timespec out-pointer.
         unsafe { libc::clock_gettime(clock, &mut ts) };
         ts.tv_sec * 1_000_000_000 + ts.tv_nsec

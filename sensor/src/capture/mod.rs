@@ -6,7 +6,10 @@ pub mod pcap;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use podtap_common::{PacketHeader, SockOwnerEvent, DIR_EGRESS, EVENT_PACKET, EVENT_SOCK_OWNER, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use podtap_common::{
+    PacketHeader, SockOwnerEvent, DIR_EGRESS, EVENT_PACKET, EVENT_SOCK_OWNER, TCP_ACK, TCP_FIN,
+    TCP_RST, TCP_SYN,
+};
 
 use crate::model::{Direction, UnixNanos};
 
@@ -22,7 +25,12 @@ pub struct TcpFlags {
 impl TcpFlags {
     #[must_use]
     pub fn from_bits(bits: u8) -> Self {
-        Self { syn: bits & TCP_SYN != 0, ack: bits & TCP_ACK != 0, fin: bits & TCP_FIN != 0, rst: bits & TCP_RST != 0 }
+        Self {
+            syn: bits & TCP_SYN != 0,
+            ack: bits & TCP_ACK != 0,
+            fin: bits & TCP_FIN != 0,
+            rst: bits & TCP_RST != 0,
+        }
     }
 }
 
@@ -98,14 +106,21 @@ pub fn decode(record: &[u8], clock_offset: i64) -> Result<Event<'_>, DecodeError
         EVENT_PACKET => {
             let header: PacketHeader = read(record)?;
             let payload = &record[std::mem::size_of::<PacketHeader>()..];
-            let payload = payload.get(..header.captured as usize).ok_or(DecodeError::PayloadLength {
-                claimed: header.captured,
-                carried: payload.len(),
-            })?;
+            let payload =
+                payload
+                    .get(..header.captured as usize)
+                    .ok_or(DecodeError::PayloadLength {
+                        claimed: header.captured,
+                        carried: payload.len(),
+                    })?;
             Ok(Event::Packet(Packet {
                 cookie: header.cookie,
                 cgroup_id: header.cgroup_id,
-                direction: if header.direction == DIR_EGRESS { Direction::Egress } else { Direction::Ingress },
+                direction: if header.direction == DIR_EGRESS {
+                    Direction::Egress
+                } else {
+                    Direction::Ingress
+                },
                 src: address(header.family, header.saddr, header.sport)?,
                 dst: address(header.family, header.daddr, header.dport)?,
                 seq: header.seq,
@@ -118,7 +133,11 @@ pub fn decode(record: &[u8], clock_offset: i64) -> Result<Event<'_>, DecodeError
         }
         EVENT_SOCK_OWNER => {
             let event: SockOwnerEvent = read(record)?;
-            let end = event.comm.iter().position(|&b| b == 0).unwrap_or(event.comm.len());
+            let end = event
+                .comm
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(event.comm.len());
             Ok(Event::Owner(Owner {
                 cookie: event.cookie,
                 pid: event.tgid,

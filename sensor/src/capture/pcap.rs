@@ -31,7 +31,11 @@ pub enum PcapReadError {
     #[error("{path}: not a pcap or pcapng file ({reason})")]
     Format { path: PathBuf, reason: String },
     #[error("{path}: corrupt capture at byte offset {offset}: {reason}")]
-    Corrupt { path: PathBuf, offset: u64, reason: String },
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
 }
 
 /// What the reader passed over.
@@ -85,7 +89,14 @@ impl Connections {
                 known
             }
         };
-        (id, if src == local { Direction::Egress } else { Direction::Ingress })
+        (
+            id,
+            if src == local {
+                Direction::Egress
+            } else {
+                Direction::Ingress
+            },
+        )
     }
 }
 
@@ -93,14 +104,27 @@ impl Connections {
 ///
 /// # Errors
 /// The file cannot be opened, is not a capture, or is corrupt (with the byte offset).
-pub fn read_file(path: &Path, mut handler: impl FnMut(&Event<'_>)) -> Result<PcapStats, PcapReadError> {
-    let file = File::open(path).map_err(|source| PcapReadError::Open { path: path.to_owned(), source })?;
+pub fn read_file(
+    path: &Path,
+    mut handler: impl FnMut(&Event<'_>),
+) -> Result<PcapStats, PcapReadError> {
+    let file = File::open(path).map_err(|source| PcapReadError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
     read(path, file, &mut handler)
 }
 
-fn read(path: &Path, input: impl Read, handler: &mut dyn FnMut(&Event<'_>)) -> Result<PcapStats, PcapReadError> {
-    let mut reader = pcap_parser::create_reader(1 << 20, input)
-        .map_err(|e| PcapReadError::Format { path: path.to_owned(), reason: format!("{e:?}") })?;
+fn read(
+    path: &Path,
+    input: impl Read,
+    handler: &mut dyn FnMut(&Event<'_>),
+) -> Result<PcapStats, PcapReadError> {
+    let mut reader =
+        pcap_parser::create_reader(1 << 20, input).map_err(|e| PcapReadError::Format {
+            path: path.to_owned(),
+            reason: format!("{e:?}"),
+        })?;
     let mut stats = PcapStats::default();
     let mut interfaces: Vec<Interface> = Vec::new();
     let mut connections = Connections::default();
@@ -110,8 +134,16 @@ fn read(path: &Path, input: impl Read, handler: &mut dyn FnMut(&Event<'_>)) -> R
             Ok((consumed, block)) => {
                 match block {
                     PcapBlockOwned::LegacyHeader(header) => {
-                        let resolution = if header.is_nanosecond_precision() { 1_000_000_000 } else { 1_000_000 };
-                        interfaces = vec![Interface { linktype: header.network.0, resolution, offset: 0 }];
+                        let resolution = if header.is_nanosecond_precision() {
+                            1_000_000_000
+                        } else {
+                            1_000_000
+                        };
+                        interfaces = vec![Interface {
+                            linktype: header.network.0,
+                            resolution,
+                            offset: 0,
+                        }];
                     }
                     PcapBlockOwned::Legacy(block) => {
                         let iface = interfaces.first().copied().unwrap_or(Interface {
@@ -122,7 +154,15 @@ fn read(path: &Path, input: impl Read, handler: &mut dyn FnMut(&Event<'_>)) -> R
                         let ts = u64::from(block.ts_sec) * 1_000_000_000
                             + u64::from(block.ts_usec) * (1_000_000_000 / iface.resolution);
                         let cut = block.origlen.saturating_sub(block.caplen);
-                        frame(iface.linktype, block.data, cut, ts, &mut connections, &mut stats, handler);
+                        frame(
+                            iface.linktype,
+                            block.data,
+                            cut,
+                            ts,
+                            &mut connections,
+                            &mut stats,
+                            handler,
+                        );
                     }
                     PcapBlockOwned::NG(pcap_parser::Block::SectionHeader(_)) => interfaces.clear(),
                     PcapBlockOwned::NG(pcap_parser::Block::InterfaceDescription(idb)) => {
@@ -132,21 +172,41 @@ fn read(path: &Path, input: impl Read, handler: &mut dyn FnMut(&Event<'_>)) -> R
                             offset: idb.ts_offset(),
                         });
                     }
-                    PcapBlockOwned::NG(pcap_parser::Block::EnhancedPacket(epb)) => {
-                        match interfaces.get(epb.if_id as usize).copied() {
-                            Some(iface) => {
-                                let units = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
-                                let ts = units_to_nanos(units, iface.resolution).saturating_add_signed(iface.offset.saturating_mul(1_000_000_000));
-                                let cut = epb.origlen.saturating_sub(epb.caplen);
-                                frame(iface.linktype, epb.data, cut, ts, &mut connections, &mut stats, handler);
-                            }
+                    PcapBlockOwned::NG(pcap_parser::Block::EnhancedPacket(epb)) => match interfaces
+                        .get(epb.if_id as usize)
+                        .copied()
+                    {
+                        Some(iface) => {
+                            let units = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                            let ts = units_to_nanos(units, iface.resolution)
+                                .saturating_add_signed(iface.offset.saturating_mul(1_000_000_000));
+                            let cut = epb.origlen.saturating_sub(epb.caplen);
+                            frame(
+                                iface.linktype,
+                                epb.data,
+                                cut,
+                                ts,
+                                &mut connections,
+                                &mut stats,
+                                handler,
+                            );
+                        }
+                        None => stats.undecodable += 1,
+                    },
+                    PcapBlockOwned::NG(pcap_parser::Block::SimplePacket(spb)) => {
+                        match interfaces.first().copied() {
+                            Some(iface) => frame(
+                                iface.linktype,
+                                spb.data,
+                                0,
+                                0,
+                                &mut connections,
+                                &mut stats,
+                                handler,
+                            ),
                             None => stats.undecodable += 1,
                         }
                     }
-                    PcapBlockOwned::NG(pcap_parser::Block::SimplePacket(spb)) => match interfaces.first().copied() {
-                        Some(iface) => frame(iface.linktype, spb.data, 0, 0, &mut connections, &mut stats, handler),
-                        None => stats.undecodable += 1,
-                    },
                     PcapBlockOwned::NG(_) => {}
                 }
                 offset += consumed as u64;
@@ -155,7 +215,11 @@ fn read(path: &Path, input: impl Read, handler: &mut dyn FnMut(&Event<'_>)) -> R
             Err(PcapError::Eof) => break,
             Err(PcapError::Incomplete(_)) => {
                 if reader.refill().is_err() {
-                    return Err(PcapReadError::Corrupt { path: path.to_owned(), offset, reason: "cannot read further".into() });
+                    return Err(PcapReadError::Corrupt {
+                        path: path.to_owned(),
+                        offset,
+                        reason: "cannot read further".into(),
+                    });
                 }
                 // A refill that brings nothing new at the end of the file: a truncated last block.
                 if reader.reader_exhausted() {
@@ -172,7 +236,11 @@ fn read(path: &Path, input: impl Read, handler: &mut dyn FnMut(&Event<'_>)) -> R
                 }
             }
             Err(e) => {
-                return Err(PcapReadError::Corrupt { path: path.to_owned(), offset, reason: format!("{e:?}") });
+                return Err(PcapReadError::Corrupt {
+                    path: path.to_owned(),
+                    offset,
+                    reason: format!("{e:?}"),
+                });
             }
         }
     }
@@ -202,15 +270,21 @@ fn frame(
     let sliced = match linktype {
         LINKTYPE_ETHERNET => LaxSlicedPacket::from_ethernet(data).ok(),
         LINKTYPE_RAW | LINKTYPE_IPV4 | LINKTYPE_IPV6 => LaxSlicedPacket::from_ip(data).ok(),
-        LINKTYPE_NULL | LINKTYPE_LOOP => data.get(4..).and_then(|ip| LaxSlicedPacket::from_ip(ip).ok()),
-        LINKTYPE_LINUX_SLL => data
-            .get(16..)
-            .zip(data.get(14..16))
-            .map(|(rest, proto)| LaxSlicedPacket::from_ether_type(EtherType(u16::from_be_bytes([proto[0], proto[1]])), rest)),
-        LINKTYPE_LINUX_SLL2 => data
-            .get(20..)
-            .zip(data.get(0..2))
-            .map(|(rest, proto)| LaxSlicedPacket::from_ether_type(EtherType(u16::from_be_bytes([proto[0], proto[1]])), rest)),
+        LINKTYPE_NULL | LINKTYPE_LOOP => data
+            .get(4..)
+            .and_then(|ip| LaxSlicedPacket::from_ip(ip).ok()),
+        LINKTYPE_LINUX_SLL => data.get(16..).zip(data.get(14..16)).map(|(rest, proto)| {
+            LaxSlicedPacket::from_ether_type(
+                EtherType(u16::from_be_bytes([proto[0], proto[1]])),
+                rest,
+            )
+        }),
+        LINKTYPE_LINUX_SLL2 => data.get(20..).zip(data.get(0..2)).map(|(rest, proto)| {
+            LaxSlicedPacket::from_ether_type(
+                EtherType(u16::from_be_bytes([proto[0], proto[1]])),
+                rest,
+            )
+        }),
         _ => {
             stats.unsupported_link += 1;
             return;
@@ -221,8 +295,14 @@ fn frame(
         return;
     };
     let (src_ip, dst_ip) = match &sliced.net {
-        Some(LaxNetSlice::Ipv4(ip)) => (IpAddr::V4(ip.header().source_addr()), IpAddr::V4(ip.header().destination_addr())),
-        Some(LaxNetSlice::Ipv6(ip)) => (IpAddr::V6(ip.header().source_addr()), IpAddr::V6(ip.header().destination_addr())),
+        Some(LaxNetSlice::Ipv4(ip)) => (
+            IpAddr::V4(ip.header().source_addr()),
+            IpAddr::V4(ip.header().destination_addr()),
+        ),
+        Some(LaxNetSlice::Ipv6(ip)) => (
+            IpAddr::V6(ip.header().source_addr()),
+            IpAddr::V6(ip.header().destination_addr()),
+        ),
         None => {
             stats.not_tcp += 1;
             return;
@@ -242,8 +322,17 @@ fn frame(
     };
     stats.tcp_segments += 1;
     let payload = tcp.payload();
-    let payload_len = if ip_payload.incomplete { payload.len() as u32 + cut } else { payload.len() as u32 };
-    let flags = TcpFlags { syn: tcp.syn(), ack: tcp.ack(), fin: tcp.fin(), rst: tcp.rst() };
+    let payload_len = if ip_payload.incomplete {
+        payload.len() as u32 + cut
+    } else {
+        payload.len() as u32
+    };
+    let flags = TcpFlags {
+        syn: tcp.syn(),
+        ack: tcp.ack(),
+        fin: tcp.fin(),
+        rst: tcp.rst(),
+    };
     let src = SocketAddr::new(src_ip, tcp.source_port());
     let dst = SocketAddr::new(dst_ip, tcp.destination_port());
     let (cookie, direction) = connections.classify(src, dst, flags);

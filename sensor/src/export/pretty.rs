@@ -36,18 +36,25 @@ impl<W: Write> Sink for Pretty<W> {
         let time = crate::model::format_time(call.time);
         let clock = time.get(11..26).unwrap_or(&time);
         let request = match &call.request {
-            Request::Http(r) => format!("{} {}{}", r.method, r.host.as_deref().unwrap_or(""), r.path),
+            Request::Http(r) => {
+                format!("{} {}{}", r.method, r.host.as_deref().unwrap_or(""), r.path)
+            }
         };
         let response = match (&call.response, call.status) {
             (Some(Response::Http(r)), _) => r.status.to_string(),
             (None, CallStatus::NoResponse) => "-".to_owned(),
             (None, _) => "ok".to_owned(),
         };
-        let duration = call.duration_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2}ms"));
+        let duration = call
+            .duration_ms
+            .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2}ms"));
         writeln!(
             self.out,
             "{clock}  {:<5} {:<40} {:>4} {:>9}  {} -> {}",
-            serde_json::to_value(call.protocol).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            serde_json::to_value(call.protocol)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
             request,
             response,
             duration,

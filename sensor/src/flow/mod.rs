@@ -160,7 +160,8 @@ pub struct FlowTable {
 impl FlowTable {
     #[must_use]
     pub fn new(config: FlowConfig) -> Self {
-        let capacity = NonZeroUsize::new(config.max_connections.max(1)).unwrap_or(NonZeroUsize::MIN);
+        let capacity =
+            NonZeroUsize::new(config.max_connections.max(1)).unwrap_or(NonZeroUsize::MIN);
         Self {
             config,
             connections: LruCache::new(capacity),
@@ -182,7 +183,12 @@ impl FlowTable {
     }
 
     /// Takes one capture event; completed calls go to `calls`, kernel requests to `skips`.
-    pub fn handle(&mut self, event: &Event<'_>, calls: &mut Vec<FlowCall>, skips: &mut Vec<SkipRequest>) {
+    pub fn handle(
+        &mut self,
+        event: &Event<'_>,
+        calls: &mut Vec<FlowCall>,
+        skips: &mut Vec<SkipRequest>,
+    ) {
         match event {
             Event::Owner(owner) => {
                 self.owners.put(owner.cookie, owner.clone());
@@ -191,7 +197,12 @@ impl FlowTable {
         }
     }
 
-    fn packet(&mut self, packet: &Packet<'_>, calls: &mut Vec<FlowCall>, skips: &mut Vec<SkipRequest>) {
+    fn packet(
+        &mut self,
+        packet: &Packet<'_>,
+        calls: &mut Vec<FlowCall>,
+        skips: &mut Vec<SkipRequest>,
+    ) {
         let (local, remote) = match packet.direction {
             Direction::Egress => (packet.src, packet.dst),
             Direction::Ingress => (packet.dst, packet.src),
@@ -213,12 +224,20 @@ impl FlowTable {
                 // The SYN without ACK comes from the client; the SYN-ACK from the server.
                 let sender_is_client = !packet.flags.ack;
                 let local_sent = packet.direction == Direction::Egress;
-                conn.role = Some(if sender_is_client == local_sent { Role::Client } else { Role::Server });
+                conn.role = Some(if sender_is_client == local_sent {
+                    Role::Client
+                } else {
+                    Role::Server
+                });
             }
         }
         if packet.payload_len > 0 {
             let segment = Segment {
-                seq: if packet.flags.syn { packet.seq.wrapping_add(1) } else { packet.seq },
+                seq: if packet.flags.syn {
+                    packet.seq.wrapping_add(1)
+                } else {
+                    packet.seq
+                },
                 payload_len: packet.payload_len,
                 skipped: packet.skipped,
                 data: packet.payload,
@@ -226,12 +245,23 @@ impl FlowTable {
             };
             self.parsed.clear();
             let mut parsed = std::mem::take(&mut self.parsed);
-            Self::segment(&self.config, conn, packet.direction, &segment, &mut parsed, &mut self.stats);
+            Self::segment(
+                &self.config,
+                conn,
+                packet.direction,
+                &segment,
+                &mut parsed,
+                &mut self.stats,
+            );
             Self::kernel_skip(&self.config, packet.cookie, conn, packet.direction, skips);
             if matches!(conn.protocol, Protocol::Unrecognised) && conn.kernel_skip[0].is_none() {
                 conn.kernel_skip = [Some(0), Some(0)];
                 for direction in [Direction::Egress, Direction::Ingress] {
-                    skips.push(SkipRequest { cookie: packet.cookie, direction, kind: SkipKind::All });
+                    skips.push(SkipRequest {
+                        cookie: packet.cookie,
+                        direction,
+                        kind: SkipKind::All,
+                    });
                 }
             }
             self.emit(packet.cookie, &mut parsed, calls);
@@ -296,17 +326,29 @@ impl FlowTable {
         match &mut conn.protocol {
             Protocol::Unrecognised => {}
             Protocol::Parsing(parser) => {
-                let mut target = Target { parser: Some(parser.as_mut()), side, calls: parsed };
+                let mut target = Target {
+                    parser: Some(parser.as_mut()),
+                    side,
+                    calls: parsed,
+                };
                 conn.streams[dir].segment(segment, &mut target);
             }
             Protocol::Detecting => {
-                let mut target = Target { parser: None, side, calls: parsed };
+                let mut target = Target {
+                    parser: None,
+                    side,
+                    calls: parsed,
+                };
                 conn.streams[dir].segment(segment, &mut target);
                 match detect(conn.streams[dir].buffered()) {
                     Detection::Match { protocol, sender } => {
                         let local_sent = direction == Direction::Egress;
                         let local_is_client = (sender == Side::Client) == local_sent;
-                        conn.role = Some(if local_is_client { Role::Client } else { Role::Server });
+                        conn.role = Some(if local_is_client {
+                            Role::Client
+                        } else {
+                            Role::Server
+                        });
                         let mut parser = protocol.parser();
                         // Whatever both sides sent before detection, client first.
                         let mut order = [Direction::Egress, Direction::Ingress];
@@ -315,12 +357,17 @@ impl FlowTable {
                         }
                         for direction in order {
                             let side = conn.side(direction);
-                            let mut target = Target { parser: Some(parser.as_mut()), side, calls: parsed };
+                            let mut target = Target {
+                                parser: Some(parser.as_mut()),
+                                side,
+                                calls: parsed,
+                            };
                             conn.streams[direction.index()].flush(segment.ts, &mut target);
                         }
                         conn.protocol = Protocol::Parsing(parser);
                     }
-                    Detection::NeedMore if conn.streams[dir].buffered().len() < config.detect_limit => {}
+                    Detection::NeedMore
+                        if conn.streams[dir].buffered().len() < config.detect_limit => {}
                     Detection::NeedMore | Detection::NoMatch => {
                         if !conn.streams[dir].buffered().is_empty() {
                             stats.connections_unrecognised += 1;
@@ -335,11 +382,19 @@ impl FlowTable {
         }
     }
 
-    fn kernel_skip(config: &FlowConfig, cookie: u64, conn: &mut Connection, direction: Direction, skips: &mut Vec<SkipRequest>) {
+    fn kernel_skip(
+        config: &FlowConfig,
+        cookie: u64,
+        conn: &mut Connection,
+        direction: Direction,
+        skips: &mut Vec<SkipRequest>,
+    ) {
         let dir = direction.index();
         let stream = &conn.streams[dir];
         let pending = stream.pending_skip();
-        if pending <= config.kernel_skip_threshold || matches!(conn.protocol, Protocol::Unrecognised) {
+        if pending <= config.kernel_skip_threshold
+            || matches!(conn.protocol, Protocol::Unrecognised)
+        {
             return;
         }
         let Some(next) = stream.next_seq() else {
@@ -349,7 +404,11 @@ impl FlowTable {
         let until = next.wrapping_add(pending.min(1 << 30) as u32);
         if conn.kernel_skip[dir] != Some(until) {
             conn.kernel_skip[dir] = Some(until);
-            skips.push(SkipRequest { cookie, direction, kind: SkipKind::UntilSeq(until) });
+            skips.push(SkipRequest {
+                cookie,
+                direction,
+                kind: SkipKind::UntilSeq(until),
+            });
         }
     }
 
@@ -362,10 +421,18 @@ impl FlowTable {
             return;
         };
         let (local, remote, role, cgroup_id) = (conn.local, conn.remote, conn.role, conn.cgroup_id);
-        let peer = self.by_tuple.get(&(remote, local)).copied().filter(|&c| c != cookie);
+        let peer = self
+            .by_tuple
+            .get(&(remote, local))
+            .copied()
+            .filter(|&c| c != cookie);
         if role == Some(Role::Server) {
             if let Some(peer) = peer {
-                if self.connections.peek(&peer).is_some_and(|p| p.role == Some(Role::Client)) {
+                if self
+                    .connections
+                    .peek(&peer)
+                    .is_some_and(|p| p.role == Some(Role::Client))
+                {
                     // The client's socket is on this node too and reports the same calls.
                     self.stats.calls_seen_twice += parsed.len() as u64;
                     parsed.clear();
@@ -375,23 +442,46 @@ impl FlowTable {
         }
         let this = FlowEnd {
             addr: local,
-            local: Some(LocalSocket { cookie, cgroup_id, owner: self.owners.peek(&cookie).cloned() }),
+            local: Some(LocalSocket {
+                cookie,
+                cgroup_id,
+                owner: self.owners.peek(&cookie).cloned(),
+            }),
         };
         let other = FlowEnd {
             addr: remote,
             local: peer.and_then(|peer| {
                 let conn = self.connections.peek(&peer)?;
-                Some(LocalSocket { cookie: peer, cgroup_id: conn.cgroup_id, owner: self.owners.peek(&peer).cloned() })
+                Some(LocalSocket {
+                    cookie: peer,
+                    cgroup_id: conn.cgroup_id,
+                    owner: self.owners.peek(&peer).cloned(),
+                })
             }),
         };
-        let (client, server) = if role == Some(Role::Server) { (other, this) } else { (this, other) };
+        let (client, server) = if role == Some(Role::Server) {
+            (other, this)
+        } else {
+            (this, other)
+        };
         for parsed in parsed.drain(..) {
             self.stats.calls += 1;
-            calls.push(FlowCall { parsed, transport: Transport::Tcp, client: client.clone(), server: server.clone() });
+            calls.push(FlowCall {
+                parsed,
+                transport: Transport::Tcp,
+                client: client.clone(),
+                server: server.clone(),
+            });
         }
     }
 
-    fn close(&mut self, cookie: u64, ts: UnixNanos, calls: &mut Vec<FlowCall>, skips: &mut Vec<SkipRequest>) {
+    fn close(
+        &mut self,
+        cookie: u64,
+        ts: UnixNanos,
+        calls: &mut Vec<FlowCall>,
+        skips: &mut Vec<SkipRequest>,
+    ) {
         let mut parsed = std::mem::take(&mut self.parsed);
         parsed.clear();
         if let Some(conn) = self.connections.peek_mut(&cookie) {
@@ -408,8 +498,16 @@ impl FlowTable {
             self.account(&conn);
             for (dir, requested) in conn.kernel_skip.iter().enumerate() {
                 if requested.is_some() {
-                    let direction = if dir == 0 { Direction::Egress } else { Direction::Ingress };
-                    skips.push(SkipRequest { cookie, direction, kind: SkipKind::Forget });
+                    let direction = if dir == 0 {
+                        Direction::Egress
+                    } else {
+                        Direction::Ingress
+                    };
+                    skips.push(SkipRequest {
+                        cookie,
+                        direction,
+                        kind: SkipKind::Forget,
+                    });
                 }
             }
         }
@@ -434,7 +532,12 @@ impl FlowTable {
     }
 
     /// Closes connections idle since before `now - idle_timeout`.
-    pub fn tick(&mut self, now: UnixNanos, calls: &mut Vec<FlowCall>, skips: &mut Vec<SkipRequest>) {
+    pub fn tick(
+        &mut self,
+        now: UnixNanos,
+        calls: &mut Vec<FlowCall>,
+        skips: &mut Vec<SkipRequest>,
+    ) {
         let deadline = now.saturating_sub(self.config.idle_timeout_ns);
         while let Some((&cookie, conn)) = self.connections.peek_lru() {
             if conn.last_seen >= deadline {

@@ -22,7 +22,10 @@ pub struct StreamLimits {
 
 impl Default for StreamLimits {
     fn default() -> Self {
-        Self { max_buffered: 64 * 1024, max_out_of_order: 64 }
+        Self {
+            max_buffered: 64 * 1024,
+            max_out_of_order: 64,
+        }
     }
 }
 
@@ -80,7 +83,10 @@ pub struct Stream {
 impl Stream {
     #[must_use]
     pub fn new(limits: StreamLimits) -> Self {
-        Self { limits, ..Self::default() }
+        Self {
+            limits,
+            ..Self::default()
+        }
     }
 
     /// The sequence number of the next byte expected.
@@ -123,7 +129,14 @@ impl Stream {
             self.hold(next_off + rel as u64, segment, target);
             return;
         }
-        self.deliver(segment.payload_len, segment.skipped, segment.data, (-rel) as u32, segment.ts, target);
+        self.deliver(
+            segment.payload_len,
+            segment.skipped,
+            segment.data,
+            (-rel) as u32,
+            segment.ts,
+            target,
+        );
         self.drain_out_of_order(target);
     }
 
@@ -138,7 +151,9 @@ impl Stream {
         if self.out_of_order.len() > self.limits.max_out_of_order {
             // The missing bytes are not coming back in time: jump to the first held segment.
             self.stats.overflow_drops += 1;
-            if let (Some((&first, _)), Some((seq, off))) = (self.out_of_order.first_key_value(), self.next) {
+            if let (Some((&first, _)), Some((seq, off))) =
+                (self.out_of_order.first_key_value(), self.next)
+            {
                 let missing = first - off;
                 let ts = segment.ts;
                 self.pass(missing, ts, target);
@@ -160,13 +175,28 @@ impl Stream {
                 self.stats.retransmitted_segments += 1;
                 continue;
             }
-            self.deliver(held.payload_len, held.skipped, &held.data, overlap as u32, held.ts, target);
+            self.deliver(
+                held.payload_len,
+                held.skipped,
+                &held.data,
+                overlap as u32,
+                held.ts,
+                target,
+            );
         }
     }
 
     /// Delivers the part of a segment from payload offset `from` on: a skipped prefix, the copied
     /// bytes, and a cut-off tail.
-    fn deliver(&mut self, payload_len: u32, skipped: u32, data: &[u8], from: u32, ts: UnixNanos, target: &mut Target<'_>) {
+    fn deliver(
+        &mut self,
+        payload_len: u32,
+        skipped: u32,
+        data: &[u8],
+        from: u32,
+        ts: UnixNanos,
+        target: &mut Target<'_>,
+    ) {
         let copied_end = skipped.saturating_add(data.len() as u32).min(payload_len);
         // Not copied at the start.
         if from < skipped {
@@ -215,7 +245,9 @@ impl Stream {
     /// Copied bytes in order: skip what was asked, feed the rest.
     fn bytes(&mut self, mut bytes: &[u8], ts: UnixNanos, target: &mut Target<'_>) {
         if self.skip > 0 {
-            let n = usize::try_from(self.skip).unwrap_or(usize::MAX).min(bytes.len());
+            let n = usize::try_from(self.skip)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
             bytes = &bytes[n..];
             self.skip -= n as u64;
             if self.skip == 0 {
@@ -259,7 +291,9 @@ impl Stream {
             let consumed = feed.consumed.min(bytes.len() - used);
             used += consumed;
             if feed.skip > 0 {
-                let here = usize::try_from(feed.skip).unwrap_or(usize::MAX).min(bytes.len() - used);
+                let here = usize::try_from(feed.skip)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len() - used);
                 used += here;
                 self.skip = feed.skip - here as u64;
                 if self.skip == 0 {

@@ -25,8 +25,24 @@ const MAX_HEADERS: usize = 96;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 const METHODS: &[&[u8]] = &[
-    b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE",
-    b"PROPFIND", b"PROPPATCH", b"MKCOL", b"COPY", b"MOVE", b"LOCK", b"UNLOCK", b"REPORT", b"SEARCH",
+    b"GET",
+    b"POST",
+    b"PUT",
+    b"DELETE",
+    b"HEAD",
+    b"OPTIONS",
+    b"PATCH",
+    b"CONNECT",
+    b"TRACE",
+    b"PROPFIND",
+    b"PROPPATCH",
+    b"MKCOL",
+    b"COPY",
+    b"MOVE",
+    b"LOCK",
+    b"UNLOCK",
+    b"REPORT",
+    b"SEARCH",
     b"PURGE",
 ];
 const RESPONSE_PREFIX: &[u8] = b"HTTP/1.";
@@ -35,19 +51,29 @@ const RESPONSE_PREFIX: &[u8] = b"HTTP/1.";
 #[must_use]
 pub fn probe(data: &[u8]) -> Detection {
     if data.starts_with(RESPONSE_PREFIX) {
-        return Detection::Match { protocol: Known::Http1, sender: Side::Server };
+        return Detection::Match {
+            protocol: Known::Http1,
+            sender: Side::Server,
+        };
     }
     let mut maybe = RESPONSE_PREFIX.starts_with(data);
     for method in METHODS {
         if data.len() > method.len() {
             if data.starts_with(method) && data[method.len()] == b' ' {
-                return Detection::Match { protocol: Known::Http1, sender: Side::Client };
+                return Detection::Match {
+                    protocol: Known::Http1,
+                    sender: Side::Client,
+                };
             }
         } else if prefix_of_request(data, method) {
             maybe = true;
         }
     }
-    if maybe { Detection::NeedMore } else { Detection::NoMatch }
+    if maybe {
+        Detection::NeedMore
+    } else {
+        Detection::NoMatch
+    }
 }
 
 /// `data` (shorter than `method` + space) is a prefix of `method` followed by a space.
@@ -109,7 +135,10 @@ struct SideState {
 
 impl SideState {
     fn new() -> Self {
-        Self { state: State::Head, in_flight: None }
+        Self {
+            state: State::Head,
+            in_flight: None,
+        }
     }
 }
 
@@ -156,13 +185,23 @@ impl Http1Parser {
                 return Feed { consumed, skip: 0 };
             }
             match self.client.state {
-                State::Done => return Feed { consumed: data.len(), skip: 0 },
+                State::Done => {
+                    return Feed {
+                        consumed: data.len(),
+                        skip: 0,
+                    }
+                }
                 State::Resync => match find_message_start(rest, Side::Client) {
                     Some(at) => {
                         consumed += at;
                         self.client.state = State::Head;
                     }
-                    None => return Feed { consumed: consumed + keep_tail(rest), skip: 0 },
+                    None => {
+                        return Feed {
+                            consumed: consumed + keep_tail(rest),
+                            skip: 0,
+                        }
+                    }
                 },
                 State::Head => {
                     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -172,7 +211,8 @@ impl Http1Parser {
                             consumed += len;
                             let body = request_body(&request);
                             let method = request.method.unwrap_or_default().to_owned();
-                            let (path, host_in_target) = split_target(request.path.unwrap_or_default());
+                            let (path, host_in_target) =
+                                split_target(request.path.unwrap_or_default());
                             let host = header(&request.headers, "host")
                                 .map(str::to_owned)
                                 .or(host_in_target);
@@ -194,7 +234,10 @@ impl Http1Parser {
                                 Body::None | Body::UntilClose => {}
                                 Body::Length(len) => {
                                     self.client.state = State::SkippingBody;
-                                    return Feed { consumed, skip: len };
+                                    return Feed {
+                                        consumed,
+                                        skip: len,
+                                    };
                                 }
                                 Body::Chunked => self.client.state = State::ChunkSize,
                             }
@@ -213,7 +256,10 @@ impl Http1Parser {
                     Some(feed) => {
                         consumed += feed.consumed;
                         if feed.skip > 0 {
-                            return Feed { consumed, skip: feed.skip };
+                            return Feed {
+                                consumed,
+                                skip: feed.skip,
+                            };
                         }
                     }
                     None => return self.incomplete(Side::Client, consumed, rest.len()),
@@ -234,13 +280,23 @@ impl Http1Parser {
                 return Feed { consumed, skip: 0 };
             }
             match self.server.state {
-                State::Done => return Feed { consumed: data.len(), skip: 0 },
+                State::Done => {
+                    return Feed {
+                        consumed: data.len(),
+                        skip: 0,
+                    }
+                }
                 State::Resync => match find_message_start(rest, Side::Server) {
                     Some(at) => {
                         consumed += at;
                         self.server.state = State::Head;
                     }
-                    None => return Feed { consumed: consumed + keep_tail(rest), skip: 0 },
+                    None => {
+                        return Feed {
+                            consumed: consumed + keep_tail(rest),
+                            skip: 0,
+                        }
+                    }
                 },
                 State::Head => {
                     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -262,32 +318,49 @@ impl Http1Parser {
                                 match body {
                                     Body::Length(len) => {
                                         self.server.state = State::SkippingBody;
-                                        return Feed { consumed, skip: len };
+                                        return Feed {
+                                            consumed,
+                                            skip: len,
+                                        };
                                     }
                                     Body::Chunked => self.server.state = State::ChunkSize,
                                     Body::UntilClose => {
                                         self.server.state = State::Done;
-                                        return Feed { consumed, skip: u64::MAX };
+                                        return Feed {
+                                            consumed,
+                                            skip: u64::MAX,
+                                        };
                                     }
                                     Body::None => {}
                                 }
                                 continue;
                             };
-                            let upgrade = status == 101 || (request.connect && (200..300).contains(&status));
-                            let body = if request.head || upgrade { Body::None } else { body };
+                            let upgrade =
+                                status == 101 || (request.connect && (200..300).contains(&status));
+                            let body = if request.head || upgrade {
+                                Body::None
+                            } else {
+                                body
+                            };
                             let in_flight = InFlight { request, status };
                             if upgrade {
                                 calls.push(self.complete(in_flight, ts));
                                 self.server.state = State::Done;
                                 self.client.state = State::Done;
-                                return Feed { consumed: data.len(), skip: 0 };
+                                return Feed {
+                                    consumed: data.len(),
+                                    skip: 0,
+                                };
                             }
                             match body {
                                 Body::None => calls.push(self.complete(in_flight, ts)),
                                 Body::Length(len) => {
                                     self.server.in_flight = Some(in_flight);
                                     self.server.state = State::SkippingBody;
-                                    return Feed { consumed, skip: len };
+                                    return Feed {
+                                        consumed,
+                                        skip: len,
+                                    };
                                 }
                                 Body::Chunked => {
                                     self.server.in_flight = Some(in_flight);
@@ -296,7 +369,10 @@ impl Http1Parser {
                                 Body::UntilClose => {
                                     self.server.in_flight = Some(in_flight);
                                     self.server.state = State::SkippingBody;
-                                    return Feed { consumed, skip: u64::MAX };
+                                    return Feed {
+                                        consumed,
+                                        skip: u64::MAX,
+                                    };
                                 }
                             }
                         }
@@ -314,7 +390,10 @@ impl Http1Parser {
                     Some(feed) => {
                         consumed += feed.consumed;
                         if feed.skip > 0 {
-                            return Feed { consumed, skip: feed.skip };
+                            return Feed {
+                                consumed,
+                                skip: feed.skip,
+                            };
                         }
                         if self.server.state == State::Head {
                             if let Some(in_flight) = self.server.in_flight.take() {
@@ -362,20 +441,29 @@ impl Http1Parser {
         if buffered > MAX_HEAD_BYTES {
             self.stats.malformed += 1;
             self.side_mut(side).state = State::Resync;
-            return Feed { consumed: consumed + buffered, skip: 0 };
+            return Feed {
+                consumed: consumed + buffered,
+                skip: 0,
+            };
         }
         Feed { consumed, skip: 0 }
     }
 
     fn complete(&self, in_flight: InFlight, end: UnixNanos) -> ParsedCall {
-        let status = if in_flight.status >= 500 { CallStatus::Error } else { CallStatus::Ok };
+        let status = if in_flight.status >= 500 {
+            CallStatus::Error
+        } else {
+            CallStatus::Ok
+        };
         ParsedCall {
             protocol: Protocol::Http,
             version: Some(self.version),
             start: in_flight.request.start,
             end,
             request: Request::Http(in_flight.request.request),
-            response: Some(Response::Http(HttpResponse { status: in_flight.status })),
+            response: Some(Response::Http(HttpResponse {
+                status: in_flight.status,
+            })),
             status,
         }
     }
@@ -398,7 +486,13 @@ impl Parser for Http1Parser {
         Protocol::Http
     }
 
-    fn feed(&mut self, side: Side, data: &[u8], ts: UnixNanos, calls: &mut Vec<ParsedCall>) -> Feed {
+    fn feed(
+        &mut self,
+        side: Side,
+        data: &[u8],
+        ts: UnixNanos,
+        calls: &mut Vec<ParsedCall>,
+    ) -> Feed {
         match side {
             Side::Client => self.feed_client(data, ts),
             Side::Server => self.feed_server(data, ts, calls),
@@ -460,8 +554,11 @@ fn header<'a>(headers: &[httparse::Header<'a>], name: &str) -> Option<&'a str> {
 fn is_chunked(headers: &[httparse::Header<'_>]) -> bool {
     headers.iter().any(|h| {
         h.name.eq_ignore_ascii_case("transfer-encoding")
-            && std::str::from_utf8(h.value)
-                .is_ok_and(|v| v.rsplit(',').next().is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked")))
+            && std::str::from_utf8(h.value).is_ok_and(|v| {
+                v.rsplit(',')
+                    .next()
+                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+            })
     })
 }
 
@@ -523,7 +620,12 @@ fn parse_hex(digits: &[u8]) -> Option<u64> {
 /// Where the next message of `side` starts: a line beginning with a request method (client) or with
 /// `HTTP/1.` (server).
 fn find_message_start(data: &[u8], side: Side) -> Option<usize> {
-    let starts = std::iter::once(0).chain(data.windows(2).enumerate().filter(|(_, w)| *w == b"\r\n").map(|(i, _)| i + 2));
+    let starts = std::iter::once(0).chain(
+        data.windows(2)
+            .enumerate()
+            .filter(|(_, w)| *w == b"\r\n")
+            .map(|(i, _)| i + 2),
+    );
     for at in starts {
         if let Detection::Match { sender, .. } = probe(&data[at..]) {
             if sender == side {

@@ -23,7 +23,10 @@ pub struct Feed {
 
 impl Feed {
     /// Nothing consumed: the parser needs more bytes.
-    pub const INCOMPLETE: Feed = Feed { consumed: 0, skip: 0 };
+    pub const INCOMPLETE: Feed = Feed {
+        consumed: 0,
+        skip: 0,
+    };
 }
 
 /// Counters a parser keeps about input it could not use; the flow layer adds them to podtap's metrics.
@@ -41,7 +44,8 @@ pub trait Parser: Send {
 
     /// Bytes sent by `side`, contiguous with the previous bytes of that side unless `gap` came in
     /// between. `ts` is when the newest of them was seen.
-    fn feed(&mut self, side: Side, data: &[u8], ts: UnixNanos, calls: &mut Vec<ParsedCall>) -> Feed;
+    fn feed(&mut self, side: Side, data: &[u8], ts: UnixNanos, calls: &mut Vec<ParsedCall>)
+        -> Feed;
 
     /// `len` bytes of `side` were lost; the parser resynchronises on what comes next.
     fn gap(&mut self, side: Side, len: u64);
