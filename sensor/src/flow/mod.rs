@@ -153,6 +153,9 @@ pub struct FlowTable {
     /// (local, remote) -> cookie, to find the other end's socket when both ends are on this node.
     by_tuple: HashMap<(SocketAddr, SocketAddr), u64>,
     owners: LruCache<u64, Owner>,
+    /// Sockets closed lately, by (local, remote): the other end of a call may finish after this one
+    /// closed (the server's socket often closes before the client has read the last byte).
+    closed: LruCache<(SocketAddr, SocketAddr), (LocalSocket, Option<Role>)>,
     stats: FlowStats,
     parsed: Vec<ParsedCall>,
 }
@@ -167,6 +170,7 @@ impl FlowTable {
             connections: LruCache::new(capacity),
             by_tuple: HashMap::new(),
             owners: LruCache::new(capacity),
+            closed: LruCache::new(NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN)),
             stats: FlowStats::default(),
             parsed: Vec::new(),
         }
@@ -295,6 +299,7 @@ impl FlowTable {
             }
         }
         self.stats.connections_opened += 1;
+        log::trace!("open {cookie:#x} local {local} remote {remote} cgroup {cgroup_id}");
         let limits = self.config.stream;
         self.connections.put(
             cookie,
@@ -421,24 +426,20 @@ impl FlowTable {
             return;
         };
         let (local, remote, role, cgroup_id) = (conn.local, conn.remote, conn.role, conn.cgroup_id);
-        let peer = self
-            .by_tuple
-            .get(&(remote, local))
-            .copied()
-            .filter(|&c| c != cookie);
-        if role == Some(Role::Server) {
-            if let Some(peer) = peer {
-                if self
-                    .connections
-                    .peek(&peer)
-                    .is_some_and(|p| p.role == Some(Role::Client))
-                {
-                    // The client's socket is on this node too and reports the same calls.
-                    self.stats.calls_seen_twice += parsed.len() as u64;
-                    parsed.clear();
-                    return;
-                }
-            }
+        let peer = self.peer(cookie, local, remote);
+        log::trace!(
+            "emit {} calls from {cookie:#x} role {role:?} peer {peer:?}",
+            parsed.len()
+        );
+        if role == Some(Role::Server)
+            && peer
+                .as_ref()
+                .is_some_and(|(_, role)| *role == Some(Role::Client))
+        {
+            // The client's socket is on this node too and reports the same calls.
+            self.stats.calls_seen_twice += parsed.len() as u64;
+            parsed.clear();
+            return;
         }
         let this = FlowEnd {
             addr: local,
@@ -450,14 +451,7 @@ impl FlowTable {
         };
         let other = FlowEnd {
             addr: remote,
-            local: peer.and_then(|peer| {
-                let conn = self.connections.peek(&peer)?;
-                Some(LocalSocket {
-                    cookie: peer,
-                    cgroup_id: conn.cgroup_id,
-                    owner: self.owners.peek(&peer).cloned(),
-                })
-            }),
+            local: peer.map(|(socket, _)| socket),
         };
         let (client, server) = if role == Some(Role::Server) {
             (other, this)
@@ -473,6 +467,30 @@ impl FlowTable {
                 server: server.clone(),
             });
         }
+    }
+
+    /// The socket on this node at the other end of `cookie`'s connection, open or lately closed.
+    fn peer(
+        &self,
+        cookie: u64,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Option<(LocalSocket, Option<Role>)> {
+        let open = self
+            .by_tuple
+            .get(&(remote, local))
+            .copied()
+            .filter(|&c| c != cookie)
+            .and_then(|peer| {
+                let conn = self.connections.peek(&peer)?;
+                let socket = LocalSocket {
+                    cookie: peer,
+                    cgroup_id: conn.cgroup_id,
+                    owner: self.owners.peek(&peer).cloned(),
+                };
+                Some((socket, conn.role))
+            });
+        open.or_else(|| self.closed.peek(&(remote, local)).cloned())
     }
 
     fn close(
@@ -491,11 +509,22 @@ impl FlowTable {
         }
         self.emit(cookie, &mut parsed, calls);
         self.parsed = parsed;
+        log::trace!("close {cookie:#x}");
         if let Some(conn) = self.connections.pop(&cookie) {
             if self.by_tuple.get(&(conn.local, conn.remote)) == Some(&cookie) {
                 self.by_tuple.remove(&(conn.local, conn.remote));
             }
             self.account(&conn);
+            if conn.role.is_some() {
+                let owner = self.owners.peek(&cookie).cloned();
+                let socket = LocalSocket {
+                    cookie,
+                    cgroup_id: conn.cgroup_id,
+                    owner,
+                };
+                self.closed
+                    .put((conn.local, conn.remote), (socket, conn.role));
+            }
             for (dir, requested) in conn.kernel_skip.iter().enumerate() {
                 if requested.is_some() {
                     let direction = if dir == 0 {

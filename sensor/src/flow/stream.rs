@@ -126,6 +126,21 @@ impl Stream {
             return;
         }
         if rel > 0 {
+            if rel as u64 <= self.skip {
+                // The kernel does not report segments wholly inside a skip: the jump is expected.
+                self.pass(rel as u64, segment.ts, target);
+                self.next = Some((segment.seq, next_off + rel as u64));
+                self.deliver(
+                    segment.payload_len,
+                    segment.skipped,
+                    segment.data,
+                    0,
+                    segment.ts,
+                    target,
+                );
+                self.drain_out_of_order(target);
+                return;
+            }
             self.hold(next_off + rel as u64, segment, target);
             return;
         }
