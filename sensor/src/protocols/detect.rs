@@ -35,8 +35,6 @@ impl Known {
 /// Probes the first bytes one side sent.
 #[must_use]
 pub fn detect(data: &[u8]) -> Detection {
-    match http1::probe(data) {
-        Detection::NoMatch => Detection::NoMatch,
-        other => other,
-    }
+    // One protocol so far; the next ones probe in turn when this says NoMatch.
+    http1::probe(data)
 }
