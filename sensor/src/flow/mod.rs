@@ -38,6 +38,8 @@ pub struct FlowConfig {
     pub kernel_skip_threshold: u64,
     /// Bytes of a direction's start examined before a connection is declared not a known protocol.
     pub detect_limit: usize,
+    /// Segments whose start matched no protocol before a connection is declared unrecognised.
+    pub detect_segments: u32,
 }
 
 impl Default for FlowConfig {
@@ -48,6 +50,7 @@ impl Default for FlowConfig {
             idle_timeout_ns: 120 * 1_000_000_000,
             kernel_skip_threshold: 8 * 1024,
             detect_limit: 64,
+            detect_segments: 4,
         }
     }
 }
@@ -128,6 +131,8 @@ struct Connection {
     streams: [Stream; 2],
     protocol: Protocol,
     fin: [bool; 2],
+    /// Segments that did not start a known protocol, while detecting.
+    detect_misses: u32,
     last_seen: UnixNanos,
     /// Kernel skip already requested up to this sequence number, per direction.
     kernel_skip: [Option<u32>; 2],
@@ -311,6 +316,7 @@ impl FlowTable {
                 streams: [Stream::new(limits), Stream::new(limits)],
                 protocol: Protocol::Detecting,
                 fin: [false; 2],
+                detect_misses: 0,
                 last_seen: 0,
                 kernel_skip: [None; 2],
             },
@@ -374,12 +380,20 @@ impl FlowTable {
                     Detection::NeedMore
                         if conn.streams[dir].buffered().len() < config.detect_limit => {}
                     Detection::NeedMore | Detection::NoMatch => {
-                        if !conn.streams[dir].buffered().is_empty() {
-                            stats.connections_unrecognised += 1;
-                            conn.protocol = Protocol::Unrecognised;
-                            for stream in &mut conn.streams {
-                                stream.discard();
-                            }
+                        if conn.streams[dir].buffered().is_empty() {
+                            return;
+                        }
+                        // A connection open before capture started may be caught inside a body: look
+                        // again at the start of the next few segments before giving up on it.
+                        conn.detect_misses += 1;
+                        if conn.detect_misses < config.detect_segments {
+                            conn.streams[dir].clear_buffer();
+                            return;
+                        }
+                        stats.connections_unrecognised += 1;
+                        conn.protocol = Protocol::Unrecognised;
+                        for stream in &mut conn.streams {
+                            stream.discard();
                         }
                     }
                 }

@@ -343,6 +343,11 @@ impl Stream {
         }
     }
 
+    /// Drops the buffered bytes that matched no protocol; later bytes are examined afresh.
+    pub fn clear_buffer(&mut self) {
+        self.buffered.clear();
+    }
+
     /// Drops whatever is buffered (a connection no parser understands).
     pub fn discard(&mut self) {
         self.buffered = Vec::new();
