@@ -170,8 +170,11 @@ fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
     if let Some(skip) = unsafe { SKIP.get(&key) } {
         let skip: SkipValue = *skip;
         if skip.mode == SKIP_ALL {
-            skipped = payload_len;
             count(COUNTER_NOT_PARSED, u64::from(payload_len));
+            if control == 0 {
+                return Ok(()); // userspace only wants to know when it ends
+            }
+            skipped = payload_len;
         } else if skip.mode == SKIP_UNTIL_SEQ {
             // Serial-number arithmetic: how far the skip end lies past this segment's first byte.
             let ahead = skip.until_seq.wrapping_sub(seq) as i32;
