@@ -111,3 +111,8 @@ pub fn assert_calls(records: &[Value], expected: &[CallExpect]) {
         e.check(&records[i]);
     }
 }
+
+/// Shorthand for a GET with a 200-ish status from `client` to `server`.
+pub fn call(method: &str, path: &str, host: Option<String>, status: u16, client: EndExpect, server: EndExpect) -> CallExpect {
+    CallExpect { method: method.to_owned(), path: path.to_owned(), host, status, client, server }
+}
