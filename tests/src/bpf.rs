@@ -33,7 +33,12 @@ pub fn podtap_programs() -> Result<Vec<Prog>> {
                 name: name.to_owned(),
                 pids: p["pids"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(|x| x["pid"].as_u64()).map(|x| x as u32).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x["pid"].as_u64())
+                            .map(|x| x as u32)
+                            .collect()
+                    })
                     .unwrap_or_default(),
             })
         })

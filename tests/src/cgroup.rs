@@ -16,9 +16,12 @@ use crate::util::{random_hex, random_uid, wait_until};
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on unified hosts, `/sys/fs/cgroup/unified`
 /// on hybrid ones), read from /proc/self/mountinfo.
 pub fn cgroup2_mount() -> Result<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let info =
+        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     for line in info.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         if right.split_whitespace().next() == Some("cgroup2") {
             if let Some(mount_point) = left.split_whitespace().nth(4) {
                 return Ok(PathBuf::from(mount_point));
@@ -70,9 +73,10 @@ impl PodCgroup {
                     uid.replace('-', "_")
                 ),
             ),
-            CgroupDriver::Cgroupfs => {
-                (vec!["kubepods", "kubepods/burstable"], format!("kubepods/burstable/pod{uid}"))
-            }
+            CgroupDriver::Cgroupfs => (
+                vec!["kubepods", "kubepods/burstable"],
+                format!("kubepods/burstable/pod{uid}"),
+            ),
         };
         let dir = root.join(&pod);
         let this = Self {
@@ -97,7 +101,11 @@ impl PodCgroup {
         let dir = self.dir.join(name);
         std::fs::create_dir(&dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
         self.containers.push(dir.clone());
-        Ok(Container { id, pod_uid: self.uid.clone(), dir })
+        Ok(Container {
+            id,
+            pod_uid: self.uid.clone(),
+            dir,
+        })
     }
 }
 
@@ -156,8 +164,13 @@ impl Container {
     /// Makes the child of `cmd` join this cgroup between fork and exec, so the process (and everything it
     /// forks later) is born in it. Writing "0" to `cgroup.procs` moves the writing process itself.
     pub fn enter_in_child(&self, cmd: &mut Command) -> Result<()> {
-        let procs = CString::new(self.dir.join("cgroup.procs").into_os_string().into_encoded_bytes())
-            .context("cgroup path with NUL")?;
+        let procs = CString::new(
+            self.dir
+                .join("cgroup.procs")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .context("cgroup path with NUL")?;
         // SAFETY: the closure only calls async-signal-safe functions (open, write, close) on data prepared
         // before the fork.
         unsafe {

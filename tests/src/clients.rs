@@ -20,13 +20,24 @@ pub struct ClientRun {
 pub fn curl(pod: &Pod, container: usize, args: &[&str]) -> Result<ClientRun> {
     require_tool("curl")?;
     let mut cmd = pod.command(container, "curl", args)?;
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("starting curl")?;
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting curl")?;
     let pid = child.id();
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("curl {args:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "curl {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    Ok(ClientRun { pid, stdout: String::from_utf8_lossy(&out.stdout).into_owned() })
+    Ok(ClientRun {
+        pid,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+    })
 }
 
 /// `curl -sS -o /dev/null -w '%{http_code}\n' urls...`: one connection reused for all URLs of one host.
@@ -37,9 +48,18 @@ pub fn curl_codes(pod: &Pod, container: usize, urls: &[String]) -> Result<(u32, 
         args.extend(["-o", "/dev/null", u.as_str()]);
     }
     let run = curl(pod, container, &args)?;
-    let codes = run.stdout.lines().map(|l| l.trim().parse::<u16>()).collect::<Result<Vec<_>, _>>()?;
+    let codes = run
+        .stdout
+        .lines()
+        .map(|l| l.trim().parse::<u16>())
+        .collect::<Result<Vec<_>, _>>()?;
     if codes.len() != urls.len() {
-        bail!("curl printed {} status codes for {} URLs: {}", codes.len(), urls.len(), run.stdout);
+        bail!(
+            "curl printed {} status codes for {} URLs: {}",
+            codes.len(),
+            urls.len(),
+            run.stdout
+        );
     }
     Ok((run.pid, codes))
 }
@@ -56,7 +76,13 @@ pub struct WrkResult {
 }
 
 /// Runs `wrk -t1 -c<connections> -d<seconds>s url` in the pod and parses its summary.
-pub fn wrk(pod: &Pod, container: usize, url: &str, connections: u32, seconds: u32) -> Result<WrkResult> {
+pub fn wrk(
+    pod: &Pod,
+    container: usize,
+    url: &str,
+    connections: u32,
+    seconds: u32,
+) -> Result<WrkResult> {
     require_tool("wrk")?;
     let c = format!("-c{connections}");
     let d = format!("-d{seconds}s");
@@ -77,7 +103,11 @@ pub fn parse_wrk(text: &str, connections: u32) -> Result<WrkResult> {
             // "Socket errors: connect 0, read 0, write 0, timeout 0"
             errors += rest
                 .split(',')
-                .filter_map(|p| p.split_whitespace().last().and_then(|n| n.parse::<u64>().ok()))
+                .filter_map(|p| {
+                    p.split_whitespace()
+                        .last()
+                        .and_then(|n| n.parse::<u64>().ok())
+                })
                 .sum::<u64>();
         } else if let Some(rest) = line.strip_prefix("Non-2xx or 3xx responses:") {
             errors += rest.trim().parse::<u64>().unwrap_or(0);
@@ -86,12 +116,23 @@ pub fn parse_wrk(text: &str, connections: u32) -> Result<WrkResult> {
         }
     }
     let requests = requests.context("no 'N requests in' line")?;
-    Ok(WrkResult { requests, connections, errors, requests_per_sec: rps })
+    Ok(WrkResult {
+        requests,
+        connections,
+        errors,
+        requests_per_sec: rps,
+    })
 }
 
 /// Sends `requests` (raw HTTP/1.1 text) in ONE write on one connection and reads until the server
 /// closes (the last request should carry `Connection: close`). Returns the pid and the raw responses.
-pub fn python_pipelined(pod: &Pod, container: usize, ip: &str, port: u16, requests: &str) -> Result<ClientRun> {
+pub fn python_pipelined(
+    pod: &Pod,
+    container: usize,
+    ip: &str,
+    port: u16,
+    requests: &str,
+) -> Result<ClientRun> {
     const SCRIPT: &str = r#"
 import socket, sys
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
@@ -111,9 +152,15 @@ sys.stdout.write(data.decode("latin-1"))
     let pid = child.id();
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("pipelining client failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "pipelining client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    Ok(ClientRun { pid, stdout: String::from_utf8_lossy(&out.stdout).into_owned() })
+    Ok(ClientRun {
+        pid,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+    })
 }
 
 /// A Python `http.client` keep-alive connection driven over stdin: each line written is a path to GET
@@ -139,11 +186,17 @@ for line in sys.stdin:
         let py = python()?.to_string_lossy().into_owned();
         let port = port.to_string();
         let mut cmd = pod.command(container, &py, &["-c", SCRIPT, ip, &port])?;
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         let mut child = cmd.spawn().context("starting the keep-alive client")?;
         let stdin = child.stdin.take().context("stdin")?;
         let stdout = BufReader::new(child.stdout.take().context("stdout")?);
-        Ok(Self { stdin, stdout, process: PodProcess { child } })
+        Ok(Self {
+            stdin,
+            stdout,
+            process: PodProcess { child },
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -158,6 +211,10 @@ for line in sys.stdin:
         if self.stdout.read_line(&mut line)? == 0 {
             bail!("keep-alive client exited");
         }
-        line.split_whitespace().next().context("empty answer")?.parse().context("status")
+        line.split_whitespace()
+            .next()
+            .context("empty answer")?
+            .parse()
+            .context("status")
     }
 }

@@ -37,7 +37,8 @@ impl SubnetLease {
             let n = (start + i) % (100 * 256);
             let (x, y) = (100 + (n / 256) as u8, (n % 256) as u8);
             let path = dir.join(format!("10.{x}.{y}.0.lock"));
-            let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+            let file =
+                File::create(&path).with_context(|| format!("creating {}", path.display()))?;
             // SAFETY: flock on a descriptor we own.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
                 return Ok(Self { _lock: file, x, y });
@@ -106,7 +107,12 @@ impl Pod {
     fn new(netns: Netns, ip: Ipv4Addr, driver: CgroupDriver) -> Result<Self> {
         let mut cgroup = PodCgroup::new(driver)?;
         let first = cgroup.add_container()?;
-        Ok(Self { cgroup, containers: vec![first], ip, netns })
+        Ok(Self {
+            cgroup,
+            containers: vec![first],
+            ip,
+            netns,
+        })
     }
 
     /// Network namespace name.
@@ -132,9 +138,13 @@ impl Pod {
 
     /// A command that runs `program` in this pod's namespace, born in container `container`'s cgroup.
     pub fn command(&self, container: usize, program: &str, args: &[&str]) -> Result<Command> {
-        let c = self.containers.get(container).context("no such container")?;
+        let c = self
+            .containers
+            .get(container)
+            .context("no such container")?;
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.netns.name, program]).args(args);
+        cmd.args(["netns", "exec", &self.netns.name, program])
+            .args(args);
         c.enter_in_child(&mut cmd)?;
         Ok(cmd)
     }
@@ -142,8 +152,12 @@ impl Pod {
     /// Starts `program` in the pod (stdin null, stdout/stderr piped) and guards it.
     pub fn spawn(&self, container: usize, program: &str, args: &[&str]) -> Result<PodProcess> {
         let mut cmd = self.command(container, program, args)?;
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let child = cmd.spawn().with_context(|| format!("starting {program} in pod {}", self.netns.name))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {program} in pod {}", self.netns.name))?;
         Ok(PodProcess { child })
     }
 
@@ -158,7 +172,9 @@ impl Pod {
             }
             Ok(f())
         });
-        let r = handle.join().map_err(|_| anyhow::anyhow!("netns thread panicked"))?;
+        let r = handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("netns thread panicked"))?;
         r.context("setns into the pod's network namespace")
     }
 
@@ -176,7 +192,10 @@ impl Pod {
             false
         })?;
         if !ok {
-            bail!("nothing accepts connections on {addr} in pod {} after {timeout:?}", self.netns.name);
+            bail!(
+                "nothing accepts connections on {addr} in pod {} after {timeout:?}",
+                self.netns.name
+            );
         }
         Ok(())
     }
@@ -202,18 +221,33 @@ impl PodPair {
         sh(
             "ip",
             &[
-                "link", "add", "veth0", "netns", &ns_a.name, "type", "veth", "peer", "name", "veth0", "netns",
-                &ns_b.name,
+                "link", "add", "veth0", "netns", &ns_a.name, "type", "veth", "peer", "name",
+                "veth0", "netns", &ns_b.name,
             ],
         )
         .context("creating the veth pair")?;
         for (ns, ip) in [(&ns_a, lease.addr(1)), (&ns_b, lease.addr(2))] {
-            sh("ip", &["-n", &ns.name, "addr", "add", &format!("{ip}/24"), "dev", "veth0"])?;
+            sh(
+                "ip",
+                &[
+                    "-n",
+                    &ns.name,
+                    "addr",
+                    "add",
+                    &format!("{ip}/24"),
+                    "dev",
+                    "veth0",
+                ],
+            )?;
             sh("ip", &["-n", &ns.name, "link", "set", "veth0", "up"])?;
         }
         let a = Pod::new(ns_a, lease.addr(1), driver_a)?;
         let b = Pod::new(ns_b, lease.addr(2), driver_b)?;
-        Ok(Self { a, b, _lease: lease })
+        Ok(Self {
+            a,
+            b,
+            _lease: lease,
+        })
     }
 
     /// The addresses of both pods, for filtering podtap's records.

@@ -66,7 +66,11 @@ pub struct PodtapOutput {
     pub stderr: String,
 }
 
-fn pump(stream: impl Read + Send + 'static, sink: Arc<Mutex<Vec<String>>>, tx: Option<mpsc::Sender<()>>) -> JoinHandle<()> {
+fn pump(
+    stream: impl Read + Send + 'static,
+    sink: Arc<Mutex<Vec<String>>>,
+    tx: Option<mpsc::Sender<()>>,
+) -> JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
@@ -89,31 +93,56 @@ impl Podtap {
         require_root()?;
         let bin = binary()?;
         let mut cmd = Command::new(&bin);
-        cmd.args(["run", "--output", "jsonl", "--duration", &duration_s.to_string()]).args(extra);
+        cmd.args([
+            "run",
+            "--output",
+            "jsonl",
+            "--duration",
+            &duration_s.to_string(),
+        ])
+        .args(extra);
         Self::spawn(cmd)
     }
 
     /// Starts an arbitrary podtap command line that should reach `podtap: capturing`.
     pub fn spawn(mut cmd: Command) -> Result<Self> {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let out = child.stdout.take().context("stdout")?;
         let err = child.stderr.take().context("stderr")?;
-        let readers = vec![pump(out, stdout.clone(), None), pump(err, stderr.clone(), Some(tx))];
-        let mut this = Self { child: Some(child), stdout, stderr, readers };
+        let readers = vec![
+            pump(out, stdout.clone(), None),
+            pump(err, stderr.clone(), Some(tx)),
+        ];
+        let mut this = Self {
+            child: Some(child),
+            stdout,
+            stderr,
+            readers,
+        };
         let start = std::time::Instant::now();
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(()) => return Ok(this),
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let out = this.stop()?;
-                    bail!("podtap exited ({}) before `podtap: capturing`; stderr:\n{}", out.status, out.stderr);
+                    bail!(
+                        "podtap exited ({}) before `podtap: capturing`; stderr:\n{}",
+                        out.status,
+                        out.stderr
+                    );
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    let exited = this.child.as_mut().and_then(|c| c.try_wait().ok().flatten()).is_some();
+                    let exited = this
+                        .child
+                        .as_mut()
+                        .and_then(|c| c.try_wait().ok().flatten())
+                        .is_some();
                     if exited || start.elapsed() > CAPTURING_TIMEOUT {
                         let out = this.stop()?;
                         bail!(
@@ -134,7 +163,11 @@ impl Podtap {
     /// Records printed so far that involve one of `ips` (as client or server address).
     pub fn records_for(&self, ips: &[Ipv4Addr]) -> Vec<Value> {
         let lines = self.stdout.lock().map(|v| v.clone()).unwrap_or_default();
-        lines.iter().filter_map(|l| serde_json::from_str(l).ok()).filter(|r| involves(r, ips)).collect()
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|r| involves(r, ips))
+            .collect()
     }
 
     /// Waits until at least `n` records involving `ips` were printed (or `timeout`); returns how many.
@@ -189,7 +222,12 @@ impl Podtap {
             }
         }
         let stderr = self.stderr.lock().map(|v| v.join("\n")).unwrap_or_default();
-        Ok(PodtapOutput { status, records: sorted_by_time(records), bad_lines, stderr })
+        Ok(PodtapOutput {
+            status,
+            records: sorted_by_time(records),
+            bad_lines,
+            stderr,
+        })
     }
 }
 
@@ -209,18 +247,27 @@ impl Drop for Podtap {
 impl PodtapOutput {
     /// Records involving one of `ips`, in time order.
     pub fn records_for(&self, ips: &[Ipv4Addr]) -> Vec<Value> {
-        self.records.iter().filter(|r| involves(r, ips)).cloned().collect()
+        self.records
+            .iter()
+            .filter(|r| involves(r, ips))
+            .cloned()
+            .collect()
     }
 
     /// The `podtap: summary ...` line.
     pub fn summary(&self) -> Option<&str> {
-        self.stderr.lines().find(|l| l.starts_with("podtap: summary"))
+        self.stderr
+            .lines()
+            .find(|l| l.starts_with("podtap: summary"))
     }
 
     /// A counter from the summary line, written `name=N` or `name: N` (e.g. `drops`).
     pub fn summary_counter(&self, name: &str) -> Option<u64> {
         let s = self.summary()?;
-        let toks: Vec<&str> = s.split(|c: char| c.is_whitespace() || c == ',').filter(|t| !t.is_empty()).collect();
+        let toks: Vec<&str> = s
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|t| !t.is_empty())
+            .collect();
         for (i, t) in toks.iter().enumerate() {
             if let Some(v) = t.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
                 return v.parse().ok();
@@ -234,8 +281,21 @@ impl PodtapOutput {
 
     /// Panics with the stderr unless podtap exited successfully, printed a summary and only JSON on stdout.
     pub fn assert_clean_exit(&self) {
-        assert!(self.status.success(), "podtap exited with {}; stderr:\n{}", self.status, self.stderr);
-        assert!(self.summary().is_some(), "no `podtap: summary` line on stderr:\n{}", self.stderr);
-        assert!(self.bad_lines.is_empty(), "stdout lines that are not JSON: {:?}", self.bad_lines);
+        assert!(
+            self.status.success(),
+            "podtap exited with {}; stderr:\n{}",
+            self.status,
+            self.stderr
+        );
+        assert!(
+            self.summary().is_some(),
+            "no `podtap: summary` line on stderr:\n{}",
+            self.stderr
+        );
+        assert!(
+            self.bad_lines.is_empty(),
+            "stdout lines that are not JSON: {:?}",
+            self.bad_lines
+        );
     }
 }

@@ -10,13 +10,21 @@ use crate::cgroup::Container;
 /// True when the record's client or server address is one of `ips`.
 pub fn involves(r: &Value, ips: &[Ipv4Addr]) -> bool {
     ["client", "server"].iter().any(|end| {
-        r[end]["ip"].as_str().and_then(|s| s.parse::<Ipv4Addr>().ok()).is_some_and(|ip| ips.contains(&ip))
+        r[end]["ip"]
+            .as_str()
+            .and_then(|s| s.parse::<Ipv4Addr>().ok())
+            .is_some_and(|ip| ips.contains(&ip))
     })
 }
 
 /// Sorts records by their `time` (RFC 3339 with fixed-width fraction sorts as text).
 pub fn sorted_by_time(mut v: Vec<Value>) -> Vec<Value> {
-    v.sort_by(|a, b| a["time"].as_str().unwrap_or("").cmp(b["time"].as_str().unwrap_or("")));
+    v.sort_by(|a, b| {
+        a["time"]
+            .as_str()
+            .unwrap_or("")
+            .cmp(b["time"].as_str().unwrap_or(""))
+    });
     v
 }
 
@@ -35,7 +43,14 @@ pub struct EndExpect {
 
 impl EndExpect {
     pub fn new(ip: Ipv4Addr, port: Option<u16>, c: &Container) -> Self {
-        Self { ip, port, pod_uid: c.pod_uid.clone(), container_id: c.id.clone(), pid: None, process: None }
+        Self {
+            ip,
+            port,
+            pod_uid: c.pod_uid.clone(),
+            container_id: c.id.clone(),
+            pid: None,
+            process: None,
+        }
     }
 
     pub fn process(mut self, pid: u32, name: &str) -> Self {
@@ -64,26 +79,68 @@ impl CallExpect {
         assert_eq!(r["protocol"], "http", "protocol in {}", ctx());
         assert_eq!(r["transport"], "tcp", "transport in {}", ctx());
         assert_eq!(r["tls"], false, "tls in {}", ctx());
-        assert!(r["time"].as_str().is_some_and(|t| t.ends_with('Z')), "time in {}", ctx());
-        assert!(r["duration_ms"].as_f64().is_some_and(|d| d >= 0.0), "duration_ms in {}", ctx());
-        assert_eq!(r["request"]["method"], self.method.as_str(), "method in {}", ctx());
-        assert_eq!(r["request"]["path"], self.path.as_str(), "path in {}", ctx());
+        assert!(
+            r["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "time in {}",
+            ctx()
+        );
+        assert!(
+            r["duration_ms"].as_f64().is_some_and(|d| d >= 0.0),
+            "duration_ms in {}",
+            ctx()
+        );
+        assert_eq!(
+            r["request"]["method"],
+            self.method.as_str(),
+            "method in {}",
+            ctx()
+        );
+        assert_eq!(
+            r["request"]["path"],
+            self.path.as_str(),
+            "path in {}",
+            ctx()
+        );
         if let Some(h) = &self.host {
             assert_eq!(r["request"]["host"], h.as_str(), "host in {}", ctx());
         }
-        assert_eq!(r["response"]["status"], self.status, "response.status in {}", ctx());
+        assert_eq!(
+            r["response"]["status"],
+            self.status,
+            "response.status in {}",
+            ctx()
+        );
         let expect_status = if self.status >= 500 { "error" } else { "ok" };
         assert_eq!(r["status"], expect_status, "status in {}", ctx());
         for (name, e) in [("client", &self.client), ("server", &self.server)] {
             let end = &r[name];
-            assert_eq!(end["ip"], e.ip.to_string().as_str(), "{name}.ip in {}", ctx());
+            assert_eq!(
+                end["ip"],
+                e.ip.to_string().as_str(),
+                "{name}.ip in {}",
+                ctx()
+            );
             let port = end["port"].as_u64();
-            assert!(port.is_some_and(|p| p > 0 && p < 65536), "{name}.port in {}", ctx());
+            assert!(
+                port.is_some_and(|p| p > 0 && p < 65536),
+                "{name}.port in {}",
+                ctx()
+            );
             if let Some(p) = e.port {
                 assert_eq!(port, Some(u64::from(p)), "{name}.port in {}", ctx());
             }
-            assert_eq!(end["pod_uid"], e.pod_uid.as_str(), "{name}.pod_uid in {}", ctx());
-            assert_eq!(end["container_id"], e.container_id.as_str(), "{name}.container_id in {}", ctx());
+            assert_eq!(
+                end["pod_uid"],
+                e.pod_uid.as_str(),
+                "{name}.pod_uid in {}",
+                ctx()
+            );
+            assert_eq!(
+                end["container_id"],
+                e.container_id.as_str(),
+                "{name}.container_id in {}",
+                ctx()
+            );
             if let Some(pid) = e.pid {
                 assert_eq!(end["pid"], pid, "{name}.pid in {}", ctx());
             }
@@ -97,12 +154,27 @@ impl CallExpect {
 /// Asserts `records` are exactly `expected` (as a multiset by path+method, then field by field, matched
 /// in time order per path).
 pub fn assert_calls(records: &[Value], expected: &[CallExpect]) {
-    let dump = || records.iter().map(|r| serde_json::to_string(r).unwrap_or_default()).collect::<Vec<_>>().join("\n");
-    assert_eq!(records.len(), expected.len(), "expected {} calls, podtap reported {}:\n{}", expected.len(), records.len(), dump());
+    let dump = || {
+        records
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        records.len(),
+        expected.len(),
+        "expected {} calls, podtap reported {}:\n{}",
+        expected.len(),
+        records.len(),
+        dump()
+    );
     let mut used = vec![false; records.len()];
     for e in expected {
         let idx = records.iter().enumerate().position(|(i, r)| {
-            !used[i] && r["request"]["path"] == e.path.as_str() && r["request"]["method"] == e.method.as_str()
+            !used[i]
+                && r["request"]["path"] == e.path.as_str()
+                && r["request"]["method"] == e.method.as_str()
         });
         let Some(i) = idx else {
             panic!("no record for {} {} among:\n{}", e.method, e.path, dump());
@@ -113,6 +185,20 @@ pub fn assert_calls(records: &[Value], expected: &[CallExpect]) {
 }
 
 /// Shorthand for a GET with a 200-ish status from `client` to `server`.
-pub fn call(method: &str, path: &str, host: Option<String>, status: u16, client: EndExpect, server: EndExpect) -> CallExpect {
-    CallExpect { method: method.to_owned(), path: path.to_owned(), host, status, client, server }
+pub fn call(
+    method: &str,
+    path: &str,
+    host: Option<String>,
+    status: u16,
+    client: EndExpect,
+    server: EndExpect,
+) -> CallExpect {
+    CallExpect {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        host,
+        status,
+        client,
+        server,
+    }
 }

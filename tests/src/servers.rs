@@ -77,12 +77,29 @@ http {{
         let conf_path = d.join("nginx.conf");
         std::fs::write(&conf_path, conf)?;
         let nginx = nginx.to_string_lossy().into_owned();
-        let process = pod.spawn(container, &nginx, &["-p", &d.to_string_lossy(), "-c", &conf_path.to_string_lossy()])?;
-        let mut this = Self { ip: pod.ip, port, process, dir };
+        let process = pod.spawn(
+            container,
+            &nginx,
+            &[
+                "-p",
+                &d.to_string_lossy(),
+                "-c",
+                &conf_path.to_string_lossy(),
+            ],
+        )?;
+        let mut this = Self {
+            ip: pod.ip,
+            port,
+            process,
+            dir,
+        };
         if let Err(e) = pod.wait_listening(pod.ip, port, READY_TIMEOUT) {
-            let log = std::fs::read_to_string(this.dir.path().join("error.log")).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(this.dir.path().join("error.log")).unwrap_or_default();
             let status = this.process.child.try_wait().ok().flatten();
-            return Err(e.context(format!("nginx did not start (exit: {status:?}); error.log:\n{log}")));
+            return Err(e.context(format!(
+                "nginx did not start (exit: {status:?}); error.log:\n{log}"
+            )));
         }
         Ok(this)
     }
@@ -113,15 +130,37 @@ impl PythonServer {
         std::fs::write(dir.path().join("small.txt"), SMALL_BODY)?;
         std::fs::create_dir_all(dir.path().join("items"))?;
         for i in 1..=9 {
-            std::fs::write(dir.path().join("items").join(i.to_string()), format!("item {i}\n"))?;
+            std::fs::write(
+                dir.path().join("items").join(i.to_string()),
+                format!("item {i}\n"),
+            )?;
         }
         let py = python()?.to_string_lossy().into_owned();
         let ip = pod.ip.to_string();
         let port_s = port.to_string();
         let d = dir.path().to_string_lossy().into_owned();
-        let process =
-            pod.spawn(container, &py, &["-m", "http.server", "--bind", &ip, "--directory", &d, &port_s])?;
-        Self::ready(pod, Self { ip: pod.ip, port, process, dir })
+        let process = pod.spawn(
+            container,
+            &py,
+            &[
+                "-m",
+                "http.server",
+                "--bind",
+                &ip,
+                "--directory",
+                &d,
+                &port_s,
+            ],
+        )?;
+        Self::ready(
+            pod,
+            Self {
+                ip: pod.ip,
+                port,
+                process,
+                dir,
+            },
+        )
     }
 
     /// The harness's `server.py` (chunked responses, 100-continue).
@@ -133,9 +172,21 @@ impl PythonServer {
         let process = pod.spawn(
             container,
             &py,
-            &[&script.to_string_lossy(), &pod.ip.to_string(), &port.to_string()],
+            &[
+                &script.to_string_lossy(),
+                &pod.ip.to_string(),
+                &port.to_string(),
+            ],
         )?;
-        Self::ready(pod, Self { ip: pod.ip, port, process, dir })
+        Self::ready(
+            pod,
+            Self {
+                ip: pod.ip,
+                port,
+                process,
+                dir,
+            },
+        )
     }
 
     fn ready(pod: &Pod, mut this: Self) -> Result<Self> {
@@ -147,7 +198,9 @@ impl PythonServer {
                     std::io::Read::read_to_string(&mut s, &mut stderr).ok();
                 }
             }
-            return Err(e).context(format!("python server did not start (exit: {status:?}) {stderr}"));
+            return Err(e).context(format!(
+                "python server did not start (exit: {status:?}) {stderr}"
+            ));
         }
         Ok(this)
     }

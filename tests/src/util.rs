@@ -11,7 +11,9 @@ use anyhow::{bail, Context as _, Result};
 /// Runs a command to completion; a non-zero exit is an error carrying its stdout and stderr.
 pub fn run(cmd: &mut Command) -> Result<Output> {
     let shown = format!("{cmd:?}");
-    let out = cmd.output().with_context(|| format!("cannot start {shown}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {shown}"))?;
     if !out.status.success() {
         bail!(
             "{shown} failed ({}):\nstdout: {}\nstderr: {}",
@@ -38,7 +40,9 @@ pub fn require_tool(name: &str) -> Result<PathBuf> {
 /// Looks a program up in PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
 }
 
 /// The python interpreter used for servers and clients. Debian's `/usr/bin/python3` is preferred over
@@ -71,7 +75,10 @@ pub fn random_bytes(n: usize) -> Result<Vec<u8>> {
 
 /// Lower-case hex of `n` random bytes.
 pub fn random_hex(n: usize) -> Result<String> {
-    Ok(random_bytes(n)?.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(random_bytes(n)?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// A random pod uid in the form the Kubernetes API writes it (8-4-4-4-12 hex with dashes, v4 shape).
@@ -80,7 +87,14 @@ pub fn random_uid() -> Result<String> {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
 }
 
 /// A number unique within this process, for names.
@@ -97,7 +111,8 @@ pub struct TempDir {
 
 impl TempDir {
     pub fn new(prefix: &str) -> Result<Self> {
-        let path = std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), next_id()));
+        let path =
+            std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), next_id()));
         if path.exists() {
             std::fs::remove_dir_all(&path).ok();
         }

@@ -12,8 +12,10 @@ use podtap_tests::{CgroupDriver, Nginx, PodPair, PythonServer};
 fn two_pods_curl_nginx_across_the_veth() {
     let pair = PodPair::new(CgroupDriver::Systemd, CgroupDriver::Cgroupfs).expect("pods");
     let nginx = Nginx::start(&pair.b, 0, 8080).expect("nginx");
-    let urls: Vec<String> =
-        ["/small.txt", "/items/1", "/empty", "/fail"].iter().map(|p| nginx.url(p)).collect();
+    let urls: Vec<String> = ["/small.txt", "/items/1", "/empty", "/fail"]
+        .iter()
+        .map(|p| nginx.url(p))
+        .collect();
     let (pid, codes) = curl_codes(&pair.a, 0, &urls).expect("curl");
     assert_eq!(codes, vec![200, 200, 204, 503]);
     assert!(pid > 0);
@@ -21,12 +23,35 @@ fn two_pods_curl_nginx_across_the_veth() {
     // The server's processes live in the pod's container cgroup, named the way kubelet names it.
     let c = pair.b.container();
     let pids = c.pids();
-    assert!(pids.contains(&nginx.process.pid()), "nginx master {} not in {:?}", nginx.process.pid(), pids);
-    assert!(pids.len() >= 2, "master and worker expected in the cgroup: {pids:?}");
+    assert!(
+        pids.contains(&nginx.process.pid()),
+        "nginx master {} not in {:?}",
+        nginx.process.pid(),
+        pids
+    );
+    assert!(
+        pids.len() >= 2,
+        "master and worker expected in the cgroup: {pids:?}"
+    );
     let root = cgroup2_mount().expect("cgroup2");
-    let rel = c.dir.strip_prefix(&root).expect("under the cgroup2 mount").to_string_lossy().into_owned();
-    assert_eq!(rel, format!("kubepods/burstable/pod{}/{}", pair.b.uid(), c.id));
-    let rel_a = pair.a.container().dir.strip_prefix(&root).expect("under root").to_string_lossy().into_owned();
+    let rel = c
+        .dir
+        .strip_prefix(&root)
+        .expect("under the cgroup2 mount")
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(
+        rel,
+        format!("kubepods/burstable/pod{}/{}", pair.b.uid(), c.id)
+    );
+    let rel_a = pair
+        .a
+        .container()
+        .dir
+        .strip_prefix(&root)
+        .expect("under root")
+        .to_string_lossy()
+        .into_owned();
     assert_eq!(
         rel_a,
         format!(
@@ -39,8 +64,19 @@ fn two_pods_curl_nginx_across_the_veth() {
     assert_eq!(pair.a.uid().len(), 36);
 
     // 10 MB file arrives whole.
-    let run = podtap_tests::clients::curl(&pair.a, 0, &["-sS", "-o", "/dev/null", "-w", "%{size_download}", &nginx.url("/big.bin")])
-        .expect("curl big");
+    let run = podtap_tests::clients::curl(
+        &pair.a,
+        0,
+        &[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            &nginx.url("/big.bin"),
+        ],
+    )
+    .expect("curl big");
     assert_eq!(run.stdout.trim(), BIG_FILE_BYTES.to_string());
 
     // Pipelining: three responses on one connection.
@@ -49,7 +85,12 @@ fn two_pods_curl_nginx_across_the_veth() {
         ip = pair.b.ip
     );
     let out = python_pipelined(&pair.a, 0, &pair.b.ip.to_string(), 8080, &reqs).expect("pipelined");
-    assert_eq!(out.stdout.matches("HTTP/1.1 200").count(), 3, "{}", out.stdout);
+    assert_eq!(
+        out.stdout.matches("HTTP/1.1 200").count(),
+        3,
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -58,16 +99,33 @@ fn python_servers_and_loopback_inside_one_pod() {
     let second = pair.a.add_container().expect("second container");
     let http = PythonServer::http_server(&pair.a, 0, 8000).expect("http.server");
     // Client in another container of the same pod, over the pod's own address (loopback).
-    let (_, codes) = curl_codes(&pair.a, second, &[http.url("/small.txt"), http.url("/items/3")]).expect("curl");
+    let (_, codes) = curl_codes(
+        &pair.a,
+        second,
+        &[http.url("/small.txt"), http.url("/items/3")],
+    )
+    .expect("curl");
     assert_eq!(codes, vec![200, 200]);
 
     let custom = PythonServer::custom(&pair.b, 0, 9000).expect("server.py");
-    let run = podtap_tests::clients::curl(&pair.a, 0, &["-sS", &custom.url("/chunked")]).expect("chunked");
+    let run = podtap_tests::clients::curl(&pair.a, 0, &["-sS", &custom.url("/chunked")])
+        .expect("chunked");
     assert_eq!(run.stdout, "first chunk\nsecond chunk\nthird chunk\n");
     let run = podtap_tests::clients::curl(
         &pair.a,
         0,
-        &["-sS", "-H", "Expect: 100-continue", "--data-binary", "@/etc/os-release", "-w", "%{http_code}", "-o", "/dev/null", &custom.url("/upload")],
+        &[
+            "-sS",
+            "-H",
+            "Expect: 100-continue",
+            "--data-binary",
+            "@/etc/os-release",
+            "-w",
+            "%{http_code}",
+            "-o",
+            "/dev/null",
+            &custom.url("/upload"),
+        ],
     )
     .expect("post");
     assert_eq!(run.stdout, "201");

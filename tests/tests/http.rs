@@ -25,11 +25,24 @@ fn a_curl_to_nginx_across_the_veth() {
     let server = EndExpect::new(pair.b.ip, Some(8080), pair.b.container());
     let host = format!("{}:8080", pair.b.ip);
     let mut expected = Vec::new();
-    for (path, status) in [("/items/1", 200), ("/items/2", 200), ("/small.txt", 200), ("/empty", 204), ("/fail", 503)] {
+    for (path, status) in [
+        ("/items/1", 200),
+        ("/items/2", 200),
+        ("/small.txt", 200),
+        ("/empty", 204),
+        ("/fail", 503),
+    ] {
         let (pid, codes) = curl_codes(&pair.a, 0, &[nginx.url(path)]).expect("curl");
         assert_eq!(codes, vec![status]);
         let client = EndExpect::new(pair.a.ip, None, pair.a.container()).process(pid, "curl");
-        expected.push(call("GET", path, Some(host.clone()), status, client, server.clone()));
+        expected.push(call(
+            "GET",
+            path,
+            Some(host.clone()),
+            status,
+            client,
+            server.clone(),
+        ));
     }
     tap.wait_records(&pair.ips(), expected.len(), SETTLE);
     let out = tap.stop().expect("stop");
@@ -45,11 +58,24 @@ fn b_curl_to_python_http_server() {
     let server = EndExpect::new(pair.b.ip, Some(8000), pair.b.container());
     let host = format!("{}:8000", pair.b.ip);
     let mut expected = Vec::new();
-    for (path, status) in [("/items/1", 200), ("/items/2", 200), ("/small.txt", 200), ("/missing", 404), ("/items/3", 200)] {
+    for (path, status) in [
+        ("/items/1", 200),
+        ("/items/2", 200),
+        ("/small.txt", 200),
+        ("/missing", 404),
+        ("/items/3", 200),
+    ] {
         let (pid, codes) = curl_codes(&pair.a, 0, &[py.url(path)]).expect("curl");
         assert_eq!(codes, vec![status]);
         let client = EndExpect::new(pair.a.ip, None, pair.a.container()).process(pid, "curl");
-        expected.push(call("GET", path, Some(host.clone()), status, client, server.clone()));
+        expected.push(call(
+            "GET",
+            path,
+            Some(host.clone()),
+            status,
+            client,
+            server.clone(),
+        ));
     }
     tap.wait_records(&pair.ips(), expected.len(), SETTLE);
     let out = tap.stop().expect("stop");
@@ -69,8 +95,16 @@ fn c_loopback_between_two_containers_of_one_pod() {
     for path in ["/items/1", "/items/2", "/small.txt"] {
         let (pid, codes) = curl_codes(&pair.a, sidecar, &[nginx.url(path)]).expect("curl");
         assert_eq!(codes, vec![200]);
-        let client = EndExpect::new(pair.a.ip, None, &pair.a.containers[sidecar]).process(pid, "curl");
-        expected.push(call("GET", path, Some(host.clone()), 200, client, server.clone()));
+        let client =
+            EndExpect::new(pair.a.ip, None, &pair.a.containers[sidecar]).process(pid, "curl");
+        expected.push(call(
+            "GET",
+            path,
+            Some(host.clone()),
+            200,
+            client,
+            server.clone(),
+        ));
     }
     tap.wait_records(&pair.ips(), expected.len(), SETTLE);
     let out = tap.stop().expect("stop");
@@ -78,8 +112,14 @@ fn c_loopback_between_two_containers_of_one_pod() {
     let records = out.records_for(&pair.ips());
     assert_calls(&records, &expected);
     for r in &records {
-        assert_eq!(r["client"]["pod_uid"], r["server"]["pod_uid"], "one pod: {r}");
-        assert_ne!(r["client"]["container_id"], r["server"]["container_id"], "two containers: {r}");
+        assert_eq!(
+            r["client"]["pod_uid"], r["server"]["pod_uid"],
+            "one pod: {r}"
+        );
+        assert_ne!(
+            r["client"]["container_id"], r["server"]["container_id"],
+            "two containers: {r}"
+        );
     }
 }
 
@@ -95,16 +135,34 @@ fn d_hundred_requests_on_one_keepalive_connection() {
     let server = EndExpect::new(pair.b.ip, Some(8080), pair.b.container());
     let client = EndExpect::new(pair.a.ip, None, pair.a.container()).process(pid, "curl");
     let host = format!("{}:8080", pair.b.ip);
-    let expected: Vec<_> =
-        paths.iter().map(|p| call("GET", p, Some(host.clone()), 200, client.clone(), server.clone())).collect();
+    let expected: Vec<_> = paths
+        .iter()
+        .map(|p| {
+            call(
+                "GET",
+                p,
+                Some(host.clone()),
+                200,
+                client.clone(),
+                server.clone(),
+            )
+        })
+        .collect();
     tap.wait_records(&pair.ips(), expected.len(), SETTLE);
     let out = tap.stop().expect("stop");
     out.assert_clean_exit();
     let records = out.records_for(&pair.ips());
     assert_calls(&records, &expected);
     // One connection: one client port for all of them.
-    let ports: std::collections::BTreeSet<_> = records.iter().map(|r| r["client"]["port"].to_string()).collect();
-    assert_eq!(ports.len(), 1, "curl should reuse one connection: {ports:?}");
+    let ports: std::collections::BTreeSet<_> = records
+        .iter()
+        .map(|r| r["client"]["port"].to_string())
+        .collect();
+    assert_eq!(
+        ports.len(),
+        1,
+        "curl should reuse one connection: {ports:?}"
+    );
 }
 
 #[test]
@@ -113,22 +171,51 @@ fn e_pipelined_requests_in_one_write() {
     let _nginx = Nginx::start(&pair.b, 0, 8080).expect("nginx");
     let mut tap = podtap();
     let ip = pair.b.ip;
-    let reqs = format!(
-        "GET /items/p1 HTTP/1.1\r\nHost: api:8080\r\n\r\n\
+    let reqs = "GET /items/p1 HTTP/1.1\r\nHost: api:8080\r\n\r\n\
          GET /items/p2 HTTP/1.1\r\nHost: api:8080\r\n\r\n\
          GET /empty HTTP/1.1\r\nHost: api:8080\r\n\r\n\
-         GET /items/p4 HTTP/1.1\r\nHost: api:8080\r\nConnection: close\r\n\r\n"
+         GET /items/p4 HTTP/1.1\r\nHost: api:8080\r\nConnection: close\r\n\r\n";
+    let run = python_pipelined(&pair.a, 0, &ip.to_string(), 8080, reqs).expect("pipelined client");
+    assert_eq!(
+        run.stdout.matches("HTTP/1.1 200").count(),
+        3,
+        "{}",
+        run.stdout
     );
-    let run = python_pipelined(&pair.a, 0, &ip.to_string(), 8080, &reqs).expect("pipelined client");
-    assert_eq!(run.stdout.matches("HTTP/1.1 200").count(), 3, "{}", run.stdout);
-    assert_eq!(run.stdout.matches("HTTP/1.1 204").count(), 1, "{}", run.stdout);
+    assert_eq!(
+        run.stdout.matches("HTTP/1.1 204").count(),
+        1,
+        "{}",
+        run.stdout
+    );
     let server = EndExpect::new(ip, Some(8080), pair.b.container());
     let client = EndExpect::new(pair.a.ip, None, pair.a.container()).process(run.pid, "python3");
     let host = Some("api:8080".to_owned());
     let expected = vec![
-        call("GET", "/items/p1", host.clone(), 200, client.clone(), server.clone()),
-        call("GET", "/items/p2", host.clone(), 200, client.clone(), server.clone()),
-        call("GET", "/empty", host.clone(), 204, client.clone(), server.clone()),
+        call(
+            "GET",
+            "/items/p1",
+            host.clone(),
+            200,
+            client.clone(),
+            server.clone(),
+        ),
+        call(
+            "GET",
+            "/items/p2",
+            host.clone(),
+            200,
+            client.clone(),
+            server.clone(),
+        ),
+        call(
+            "GET",
+            "/empty",
+            host.clone(),
+            204,
+            client.clone(),
+            server.clone(),
+        ),
         call("GET", "/items/p4", host, 200, client, server),
     ];
     tap.wait_records(&pair.ips(), expected.len(), SETTLE);
@@ -136,8 +223,15 @@ fn e_pipelined_requests_in_one_write() {
     out.assert_clean_exit();
     let records = out.records_for(&pair.ips());
     assert_calls(&records, &expected);
-    let order: Vec<_> = records.iter().map(|r| r["request"]["path"].as_str().unwrap_or("").to_owned()).collect();
-    assert_eq!(order, ["/items/p1", "/items/p2", "/empty", "/items/p4"], "pipelined calls keep their order");
+    let order: Vec<_> = records
+        .iter()
+        .map(|r| r["request"]["path"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        order,
+        ["/items/p1", "/items/p2", "/empty", "/items/p4"],
+        "pipelined calls keep their order"
+    );
 }
 
 #[test]
@@ -149,20 +243,49 @@ fn f_chunked_response_and_expect_100_continue() {
     let host = Some(format!("{}:9000", pair.b.ip));
     // Two chunked responses on one connection, then a small GET: all three must be seen (the chunked body
     // must be delimited correctly, or the next response on the connection is lost).
-    let (pid, codes) =
-        curl_codes(&pair.a, 0, &[srv.url("/chunked"), srv.url("/chunked"), srv.url("/after")]).expect("curl");
+    let (pid, codes) = curl_codes(
+        &pair.a,
+        0,
+        &[srv.url("/chunked"), srv.url("/chunked"), srv.url("/after")],
+    )
+    .expect("curl");
     assert_eq!(codes, vec![200, 200, 200]);
     let client = EndExpect::new(pair.a.ip, None, pair.a.container()).process(pid, "curl");
     let mut expected = vec![
-        call("GET", "/chunked", host.clone(), 200, client.clone(), server.clone()),
-        call("GET", "/chunked", host.clone(), 200, client.clone(), server.clone()),
+        call(
+            "GET",
+            "/chunked",
+            host.clone(),
+            200,
+            client.clone(),
+            server.clone(),
+        ),
+        call(
+            "GET",
+            "/chunked",
+            host.clone(),
+            200,
+            client.clone(),
+            server.clone(),
+        ),
         call("GET", "/after", host.clone(), 200, client, server.clone()),
     ];
     // POST with `Expect: 100-continue`: the interim 100 is not the response; 201 is.
     let run = curl(
         &pair.a,
         0,
-        &["-sS", "-H", "Expect: 100-continue", "--data-binary", "@/etc/os-release", "-o", "/dev/null", "-w", "%{http_code}", &srv.url("/upload")],
+        &[
+            "-sS",
+            "-H",
+            "Expect: 100-continue",
+            "--data-binary",
+            "@/etc/os-release",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &srv.url("/upload"),
+        ],
     )
     .expect("curl post");
     assert_eq!(run.stdout, "201");
@@ -183,15 +306,35 @@ fn g_ten_megabyte_response() {
     let run = curl(
         &pair.a,
         0,
-        &["-sS", "-w", "%{size_download}\\n", "-o", "/dev/null", &nginx.url("/big.bin"), "-o", "/dev/null", &nginx.url("/items/after")],
+        &[
+            "-sS",
+            "-w",
+            "%{size_download}\\n",
+            "-o",
+            "/dev/null",
+            &nginx.url("/big.bin"),
+            "-o",
+            "/dev/null",
+            &nginx.url("/items/after"),
+        ],
     )
     .expect("curl");
-    assert_eq!(run.stdout.lines().next(), Some(BIG_FILE_BYTES.to_string().as_str()));
+    assert_eq!(
+        run.stdout.lines().next(),
+        Some(BIG_FILE_BYTES.to_string().as_str())
+    );
     let server = EndExpect::new(pair.b.ip, Some(8080), pair.b.container());
     let client = EndExpect::new(pair.a.ip, None, pair.a.container()).process(run.pid, "curl");
     let host = Some(format!("{}:8080", pair.b.ip));
     let expected = vec![
-        call("GET", "/big.bin", host.clone(), 200, client.clone(), server.clone()),
+        call(
+            "GET",
+            "/big.bin",
+            host.clone(),
+            200,
+            client.clone(),
+            server.clone(),
+        ),
         call("GET", "/items/after", host, 200, client, server),
     ];
     tap.wait_records(&pair.ips(), expected.len(), SETTLE);
@@ -204,7 +347,8 @@ fn g_ten_megabyte_response() {
 fn h_connection_opened_before_podtap_started() {
     let pair = PodPair::new(CgroupDriver::Cgroupfs, CgroupDriver::Cgroupfs).expect("pods");
     let _nginx = Nginx::start(&pair.b, 0, 8080).expect("nginx");
-    let mut client = KeepAliveClient::start(&pair.a, 0, &pair.b.ip.to_string(), 8080).expect("client");
+    let mut client =
+        KeepAliveClient::start(&pair.a, 0, &pair.b.ip.to_string(), 8080).expect("client");
     assert_eq!(client.get("/items/before").expect("get"), 200);
     let mut tap = podtap();
     for p in ["/items/x1", "/items/x2", "/items/x3"] {
@@ -228,13 +372,25 @@ fn small_max_payload_still_reports_calls() {
     let pair = PodPair::new(CgroupDriver::Systemd, CgroupDriver::Cgroupfs).expect("pods");
     let nginx = Nginx::start(&pair.b, 0, 8080).expect("nginx");
     let mut tap = Podtap::start(RUN_S, &["--max-payload", "512"]).expect("podtap run");
-    let (pid, codes) = curl_codes(&pair.a, 0, &[nginx.url("/small.txt"), nginx.url("/big.bin")]).expect("curl");
+    let (pid, codes) = curl_codes(
+        &pair.a,
+        0,
+        &[nginx.url("/small.txt"), nginx.url("/big.bin")],
+    )
+    .expect("curl");
     assert_eq!(codes, vec![200, 200]);
     let server = EndExpect::new(pair.b.ip, Some(8080), pair.b.container());
     let client = EndExpect::new(pair.a.ip, None, pair.a.container()).process(pid, "curl");
     let host = Some(format!("{}:8080", pair.b.ip));
     let expected = vec![
-        call("GET", "/small.txt", host.clone(), 200, client.clone(), server.clone()),
+        call(
+            "GET",
+            "/small.txt",
+            host.clone(),
+            200,
+            client.clone(),
+            server.clone(),
+        ),
         call("GET", "/big.bin", host, 200, client, server),
     ];
     tap.wait_records(&pair.ips(), expected.len(), SETTLE);

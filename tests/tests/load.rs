@@ -27,13 +27,21 @@ fn i_wrk_two_seconds_every_request_reported() {
     let records = out.records_for(&pair.ips());
     let reported = records.len() as u64;
     let ok = records.iter().filter(|x| x["status"] == "ok").count() as u64;
-    eprintln!("wrk completed {} requests, podtap reported {reported} ({ok} ok); {}", r.requests, out.summary().unwrap_or(""));
+    eprintln!(
+        "wrk completed {} requests, podtap reported {reported} ({ok} ok); {}",
+        r.requests,
+        out.summary().unwrap_or("")
+    );
     assert!(
         reported >= r.requests && reported <= r.requests + u64::from(connections),
         "wrk completed {} requests on {connections} connections, podtap reported {reported}",
         r.requests
     );
-    assert!(ok >= r.requests, "wrk completed {} requests, podtap reported only {ok} as ok", r.requests);
+    assert!(
+        ok >= r.requests,
+        "wrk completed {} requests, podtap reported only {ok} as ok",
+        r.requests
+    );
     for x in &records {
         assert_eq!(x["request"]["path"], "/items/1", "{x}");
         assert_eq!(x["client"]["pod_uid"], pair.a.uid(), "{x}");
@@ -42,6 +50,11 @@ fn i_wrk_two_seconds_every_request_reported() {
         assert_eq!(x["server"]["port"], 8080, "{x}");
     }
     if let Some(drops) = out.summary_counter("drops") {
-        assert_eq!(drops, 0, "podtap dropped events: {}", out.summary().unwrap_or(""));
+        assert_eq!(
+            drops,
+            0,
+            "podtap dropped events: {}",
+            out.summary().unwrap_or("")
+        );
     }
 }
