@@ -218,3 +218,15 @@ for line in sys.stdin:
             .context("status")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_wrk_summary() {
+        let text = "Running 2s test @ http://10.1.2.2:8080/items/1\n  1 threads and 4 connections\n  Thread Stats   Avg      Stdev     Max   +/- Stdev\n    Latency   123.00us   45.00us   1.20ms   90.00%\n    Req/Sec    30.12k     1.00k   32.00k    80.00%\n  60123 requests in 2.00s, 9.12MB read\n  Socket errors: connect 0, read 1, write 0, timeout 2\n  Non-2xx or 3xx responses: 4\nRequests/sec:  30061.50\nTransfer/sec:      4.56MB\n";
+        let r = super::parse_wrk(text, 4).expect("parse");
+        assert_eq!(r.requests, 60123);
+        assert_eq!(r.errors, 7);
+        assert!((r.requests_per_sec - 30061.5).abs() < 1e-6);
+    }
+}

@@ -202,3 +202,49 @@ pub fn call(
         server,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(id: &str, uid: &str) -> Container {
+        Container {
+            id: id.to_owned(),
+            pod_uid: uid.to_owned(),
+            dir: std::path::PathBuf::new(),
+        }
+    }
+
+    #[test]
+    fn checks_a_contract_record() {
+        let r: Value = serde_json::from_str(
+            r#"{"time":"2026-11-21T10:00:00.123456Z","duration_ms":1.234,"protocol":"http","version":"1.1","transport":"tcp","tls":false,"client":{"ip":"10.0.0.5","port":41234,"pod_uid":"u1","container_id":"c1","pid":1234,"process":"curl"},"server":{"ip":"10.0.0.9","port":8080,"pod_uid":"u2","container_id":"c2","pid":99,"process":"nginx"},"request":{"method":"GET","path":"/items/1","host":"api:8080"},"response":{"status":200},"status":"ok"}"#,
+        )
+        .expect("json");
+        let client = EndExpect::new(
+            "10.0.0.5".parse().expect("ip"),
+            None,
+            &container("c1", "u1"),
+        )
+        .process(1234, "curl");
+        let server = EndExpect::new(
+            "10.0.0.9".parse().expect("ip"),
+            Some(8080),
+            &container("c2", "u2"),
+        );
+        let e = call(
+            "GET",
+            "/items/1",
+            Some("api:8080".into()),
+            200,
+            client,
+            server,
+        );
+        assert!(involves(&r, &["10.0.0.9".parse().expect("ip")]));
+        assert!(!involves(&r, &["10.0.0.1".parse().expect("ip")]));
+        assert_calls(std::slice::from_ref(&r), std::slice::from_ref(&e));
+        let mut wrong = r;
+        wrong["server"]["container_id"] = "other".into();
+        assert!(std::panic::catch_unwind(|| e.check(&wrong)).is_err());
+    }
+}

@@ -16,9 +16,9 @@ use podtap_tests::records::involves;
 use podtap_tests::{CgroupDriver, Nginx, PodPair};
 use serde_json::{json, Value};
 
-use crate::{release_binary, root};
+use crate::root;
 
-pub fn overhead(seconds: u32, connections: u32) -> Result<()> {
+pub fn overhead(bin: &std::path::Path, seconds: u32, connections: u32) -> Result<()> {
     let pair = PodPair::new(CgroupDriver::Systemd, CgroupDriver::Systemd)?;
     let nginx = Nginx::start(&pair.b, 0, 8080)?;
     let url = nginx.url("/items/1");
@@ -31,7 +31,7 @@ pub fn overhead(seconds: u32, connections: u32) -> Result<()> {
     let out_dir = root().join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
     let calls_path = out_dir.join("overhead-calls.jsonl");
-    let mut child = Command::new(release_binary())
+    let mut child = Command::new(bin)
         .args([
             "run",
             "--output",

@@ -79,8 +79,15 @@ fn real_main() -> Result<()> {
                 },
         } => {
             setup::setup()?;
-            build_release()?;
-            bench::overhead(seconds, connections)
+            // PODTAP_BIN: benchmark that binary instead of building the release one.
+            let bin = match std::env::var_os("PODTAP_BIN") {
+                Some(b) => PathBuf::from(b),
+                None => {
+                    build_release()?;
+                    release_binary()
+                }
+            };
+            bench::overhead(&bin, seconds, connections)
         }
     }
 }
