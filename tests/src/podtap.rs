@@ -202,16 +202,12 @@ impl Podtap {
             None => {
                 child.kill().ok();
                 let s = child.wait()?;
-                for r in self.readers.drain(..) {
-                    r.join().ok();
-                }
+                self.join_readers();
                 let stderr = self.stderr.lock().map(|v| v.join("\n")).unwrap_or_default();
                 bail!("podtap did not exit within {EXIT_TIMEOUT:?} of SIGINT (killed: {s}); stderr:\n{stderr}");
             }
         };
-        for r in self.readers.drain(..) {
-            r.join().ok();
-        }
+        self.join_readers();
         let lines = self.stdout.lock().map(|v| v.clone()).unwrap_or_default();
         let mut records = Vec::new();
         let mut bad_lines = Vec::new();
@@ -228,6 +224,21 @@ impl Podtap {
             bad_lines,
             stderr,
         })
+    }
+}
+
+impl Podtap {
+    /// Joins the output readers; a child process of podtap that kept the pipes open must not hang the test.
+    fn join_readers(&mut self) {
+        let readers: Vec<_> = self.readers.drain(..).collect();
+        wait_until(Duration::from_secs(5), || {
+            readers.iter().all(JoinHandle::is_finished).then_some(())
+        });
+        for r in readers {
+            if r.is_finished() {
+                r.join().ok();
+            }
+        }
     }
 }
 

@@ -105,12 +105,16 @@ pub fn overhead(bin: &std::path::Path, seconds: u32, connections: u32) -> Result
         }
         (status, usage)
     };
-    for l in rx.try_iter() {
-        log.push(l);
+    // Drain stderr until it closes (at most 5 s: a leftover child holding the pipe must not hang us).
+    let until = Instant::now() + Duration::from_secs(5);
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(l) => log.push(l),
+            Err(_) => break,
+        }
     }
-    reader.join().ok();
-    for l in rx.try_iter() {
-        log.push(l);
+    if reader.is_finished() {
+        reader.join().ok();
     }
     let summary = log
         .iter()
