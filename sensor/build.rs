@@ -11,7 +11,11 @@ fn main() -> anyhow::Result<()> {
     let root_dir = root_dir.to_str().context("non-UTF-8 path")?.to_owned();
     println!("cargo::rerun-if-changed=../podtap-common/src");
     aya_build::build_ebpf(
-        [aya_build::Package { name: "podtap-ebpf", root_dir: &root_dir, ..Default::default() }],
+        [aya_build::Package {
+            name: "podtap-ebpf",
+            root_dir: &root_dir,
+            ..Default::default()
+        }],
         aya_build::Toolchain::Nightly,
     )
 }

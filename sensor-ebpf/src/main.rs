@@ -18,8 +18,8 @@ use aya_ebpf::{
     bindings::__sk_buff,
     helpers::generated::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_ringbuf_output,
-        bpf_skb_cgroup_id, bpf_skb_load_bytes,
+        bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_skb_cgroup_id,
+        bpf_skb_load_bytes,
     },
     macros::{btf_tracepoint, cgroup_skb, map},
     maps::{LruHashMap, PerCpuArray, RingBuf},
@@ -161,7 +161,11 @@ fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
 
     // How much of the payload userspace does not want.
     let mut skipped: u32 = 0;
-    let key = SkipKey { cookie, direction: u32::from(direction), _pad: 0 };
+    let key = SkipKey {
+        cookie,
+        direction: u32::from(direction),
+        _pad: 0,
+    };
     // SAFETY: plain map lookup; the value is copied out at once.
     if let Some(skip) = unsafe { SKIP.get(&key) } {
         let skip: SkipValue = *skip;
@@ -178,7 +182,11 @@ fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
                     count(COUNTER_BYTES_SKIPPED, u64::from(payload_len));
                     return Ok(());
                 }
-                skipped = if ahead < payload_len { ahead } else { payload_len };
+                skipped = if ahead < payload_len {
+                    ahead
+                } else {
+                    payload_len
+                };
                 count(COUNTER_BYTES_SKIPPED, u64::from(skipped));
             }
         }
@@ -218,12 +226,15 @@ fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
         // SAFETY: scratch is a valid per-CPU slot with MAX_PAYLOAD_LIMIT bytes of room; `want` is
         // bounded by it above and non-zero (the verifier rejects a possibly-zero length).
         let payload: *mut [u8; MAX_PAYLOAD_LIMIT] = unsafe { addr_of_mut!((*scratch).payload) };
+        // Written so that the verifier sees the length in [1, MAX_PAYLOAD_LIMIT] on the very register
+        // passed (a copy checked for zero elsewhere does not count). MAX_PAYLOAD_LIMIT is a power of two.
+        let len = ((want - 1) & (MAX_PAYLOAD_LIMIT as u32 - 1)) + 1;
         let ret = unsafe {
             bpf_skb_load_bytes(
                 skb.cast::<c_void>(),
                 payload_offset + skipped,
                 payload.cast::<c_void>(),
-                want,
+                len,
             )
         };
         if ret == 0 {
@@ -231,10 +242,10 @@ fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
         }
     }
     header.captured = captured;
-    let total = size_of::<PacketHeader>() as u64 + u64::from(captured);
-    // SAFETY: `total` never exceeds the size of the scratch slot.
-    let ret = unsafe { bpf_ringbuf_output(addr_of_mut!(EVENTS).cast::<c_void>(), scratch.cast::<c_void>(), total, 0) };
-    if ret != 0 {
+    let total = size_of::<PacketHeader>() + captured as usize;
+    // SAFETY: `total` never exceeds the size of the scratch slot, which is ours during this run.
+    let record = unsafe { core::slice::from_raw_parts(scratch.cast::<u8>(), total) };
+    if EVENTS.output::<[u8]>(record, 0).is_err() {
         count(COUNTER_RINGBUF_FULL, 1);
     }
     Ok(())
@@ -287,16 +298,7 @@ fn try_owner(ctx: &BtfTracePointContext) -> Result<(), i64> {
     };
     // SAFETY: `comm` is a 16-byte buffer.
     unsafe { bpf_get_current_comm(event.comm.as_mut_ptr().cast::<c_void>(), 16) };
-    // SAFETY: `event` lives on the stack for the call.
-    let ret = unsafe {
-        bpf_ringbuf_output(
-            addr_of_mut!(EVENTS).cast::<c_void>(),
-            core::ptr::from_mut(&mut event).cast::<c_void>(),
-            size_of::<SockOwnerEvent>() as u64,
-            0,
-        )
-    };
-    if ret != 0 {
+    if EVENTS.output::<SockOwnerEvent>(&event, 0).is_err() {
         count(COUNTER_OWNER_RINGBUF_FULL, 1);
     }
     Ok(())
@@ -307,9 +309,17 @@ unsafe fn bpf_probe_read_kernel_u16(src: *const u8) -> Result<u16, i64> {
     let mut value: u16 = 0;
     // SAFETY: the helper checks the source address itself; the destination is a local.
     let ret = unsafe {
-        bpf_probe_read_kernel(core::ptr::from_mut(&mut value).cast::<c_void>(), 2, src.cast::<c_void>())
+        bpf_probe_read_kernel(
+            core::ptr::from_mut(&mut value).cast::<c_void>(),
+            2,
+            src.cast::<c_void>(),
+        )
     };
-    if ret < 0 { Err(ret) } else { Ok(value) }
+    if ret < 0 {
+        Err(ret)
+    } else {
+        Ok(value)
+    }
 }
 
 #[cfg(not(test))]

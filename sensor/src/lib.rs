@@ -1,4 +1,17 @@
 //! podtap: an eBPF traffic sensor for Kubernetes nodes.
 //!
 //! Data flow: `capture` (kernel events or capture files) -> `flow` (connections, reassembly) ->
-//! `protocols` (calls) -> `k8s` (attribution) -> `export` (sinks).
+//! `protocols` (calls) -> `enrich` (both ends named, through `k8s`) -> `export` (sinks). `app` wires
+//! them per command; `host` and `check` know the node.
+
+pub mod app;
+pub mod capture;
+pub mod check;
+pub mod cli;
+pub mod enrich;
+pub mod export;
+pub mod flow;
+pub mod host;
+pub mod k8s;
+pub mod model;
+pub mod protocols;

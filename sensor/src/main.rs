@@ -1,1 +1,114 @@
-fn main() {}
+//! The `podtap` binary: parses the command line and runs the command. The only place `anyhow` lives.
+
+use std::{
+    io::{BufWriter, IsTerminal, Write},
+    sync::{atomic::AtomicBool, Arc},
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _};
+use clap::Parser as _;
+use podtap::host::caps;
+use podtap::{
+    app::{self, LiveOptions},
+    capture::ebpf::EbpfConfig,
+    check,
+    cli::{Cli, Command, Output, OutputArgs},
+    export::{jsonl::JsonLines, pretty::Pretty, Discard, Sink},
+    flow::FlowConfig,
+    host,
+    k8s::CgroupResolver,
+};
+
+fn sink(args: &OutputArgs) -> Box<dyn Sink> {
+    let stdout = std::io::stdout();
+    let output = args.output.unwrap_or(if stdout.is_terminal() {
+        Output::Pretty
+    } else {
+        Output::Jsonl
+    });
+    let out = BufWriter::with_capacity(64 * 1024, stdout);
+    match output {
+        Output::Jsonl => Box::new(JsonLines::new(out)),
+        Output::Pretty => Box::new(Pretty::new(out)),
+        Output::None => Box::new(Discard),
+    }
+}
+
+/// Fails early, naming what is missing, when podtap cannot load its programs.
+fn require_privileges() -> anyhow::Result<()> {
+    let have = caps::effective().context("reading this process's capabilities")?;
+    let missing = caps::missing_for_podtap(have, host::kernel::version().ok());
+    if !missing.load.is_empty() {
+        let names: Vec<_> = missing.load.iter().map(|c| c.name()).collect();
+        bail!(
+            "podtap needs root or the capabilities {} to load its eBPF programs; run it with sudo \
+             (or grant them), and see `podtap check` for everything else it needs",
+            names.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            require_privileges()?;
+            let mounts = host::mounts::ensure_mounted().context("mounting tracefs and bpffs")?;
+            log::debug!("tracefs {}, bpffs {}", mounts.tracefs, mounts.bpffs);
+            let cgroup_root = match args.cgroup_root {
+                Some(path) => path,
+                None => host::mounts::HostMounts::detect()
+                    .context("reading /proc/self/mountinfo")?
+                    .cgroup2
+                    .context("no cgroup v2 mount found: podtap attaches to the cgroup v2 root (run `podtap check`)")?,
+            };
+            let mut cgroups =
+                CgroupResolver::new(&cgroup_root, 16_384).context("cgroup resolver")?;
+            let options = LiveOptions {
+                ebpf: EbpfConfig {
+                    cgroup_root,
+                    max_payload: args.max_payload,
+                    ring_buffer_bytes: args.ring_buffer_bytes,
+                },
+                flow: FlowConfig {
+                    max_connections: args.max_connections,
+                    ..FlowConfig::default()
+                },
+                duration: args.duration.map(Duration::from_secs_f64),
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(signal, Arc::clone(&stop))
+                    .context("installing signal handlers")?;
+            }
+            let mut sink = sink(&args.output);
+            let summary = app::run_live(
+                &options,
+                &mut cgroups,
+                sink.as_mut(),
+                &stop,
+                &mut std::io::stderr(),
+            )
+            .context("podtap run")?;
+            eprintln!("{}", summary.line());
+        }
+        Command::Replay(args) => {
+            let mut sink = sink(&args.output);
+            let summary = app::replay(&args.file, FlowConfig::default(), sink.as_mut())
+                .context("podtap replay")?;
+            eprintln!("{}", summary.line());
+        }
+        Command::Check => {
+            let report = check::run(&check::CheckOptions::default());
+            report
+                .render(&mut std::io::stdout().lock())
+                .context("writing the report")?;
+            std::process::exit(report.exit_code());
+        }
+    }
+    let _ = std::io::stdout().flush();
+    Ok(())
+}

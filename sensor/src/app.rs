@@ -1,0 +1,207 @@
+//! Wires the stages for each command: capture source -> flow table -> attribution -> sink, in one
+//! thread (the ring buffer is drained in batches; each batch's calls are written before the next poll),
+//! and reports podtap's own counters at the end.
+
+use std::{
+    io::Write,
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use crate::{
+    capture::{
+        ebpf::{CaptureError, EbpfCapture, EbpfConfig, KernelCounters},
+        pcap::{self, PcapReadError, PcapStats},
+    },
+    enrich::{enrich, CgroupLookup, NoCgroups},
+    export::Sink,
+    flow::{FlowCall, FlowConfig, FlowStats, FlowTable, SkipRequest},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error(transparent)]
+    Pcap(#[from] PcapReadError),
+    #[error("writing calls: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+/// Everything `podtap run` needs.
+pub struct LiveOptions {
+    pub ebpf: EbpfConfig,
+    pub flow: FlowConfig,
+    pub duration: Option<Duration>,
+}
+
+/// Counters of one run, printed as the summary line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Summary {
+    pub calls_written: u64,
+    pub flow: FlowStats,
+    pub kernel: KernelCounters,
+    pub decode_errors: u64,
+    pub skip_errors: u64,
+    pub pcap: PcapStats,
+}
+
+impl Summary {
+    /// One line, `key=value` pairs, for stderr at exit.
+    #[must_use]
+    pub fn line(&self) -> String {
+        let f = &self.flow;
+        let k = &self.kernel;
+        format!(
+            "podtap: summary calls={} connections={} unrecognised_connections={} calls_seen_twice={} \
+             packets={} ring_buffer_full={} owner_ring_buffer_full={} payload_truncated={} bytes_skipped={} \
+             gaps={} gap_bytes={} retransmits={} out_of_order={} stream_overflow={} malformed={} pending_overflow={} \
+             evicted={} idle_closed={} decode_errors={} skip_errors={} frames={} not_tcp={} undecodable_frames={}",
+            self.calls_written,
+            f.connections_opened,
+            f.connections_unrecognised,
+            f.calls_seen_twice,
+            k.packets,
+            k.ring_buffer_full,
+            k.owner_ring_buffer_full,
+            k.payload_truncated,
+            k.bytes_skipped,
+            f.streams.gaps,
+            f.streams.gap_bytes,
+            f.streams.retransmitted_segments,
+            f.streams.out_of_order_segments,
+            f.streams.overflow_drops,
+            f.parsers.malformed,
+            f.parsers.pending_overflow,
+            f.connections_evicted,
+            f.connections_idle_closed,
+            self.decode_errors,
+            self.skip_errors,
+            self.pcap.frames,
+            self.pcap.not_tcp,
+            self.pcap.undecodable,
+        )
+    }
+}
+
+fn write_calls(
+    calls: &mut Vec<FlowCall>,
+    cgroups: &mut dyn CgroupLookup,
+    sink: &mut dyn Sink,
+    written: &mut u64,
+) -> Result<(), AppError> {
+    for call in calls.drain(..) {
+        sink.write(&enrich(call, cgroups))
+            .map_err(AppError::Output)?;
+        *written += 1;
+    }
+    Ok(())
+}
+
+/// Runs the live capture until `stop` is set or the duration is over.
+///
+/// # Errors
+/// Loading or attaching the programs fails, or the output breaks.
+pub fn run_live(
+    options: &LiveOptions,
+    cgroups: &mut dyn CgroupLookup,
+    sink: &mut dyn Sink,
+    stop: &Arc<AtomicBool>,
+    ready: &mut dyn Write,
+) -> Result<Summary, AppError> {
+    let mut capture = EbpfCapture::start(&options.ebpf)?;
+    let _ = writeln!(ready, "podtap: capturing");
+    let _ = ready.flush();
+    let mut flow = FlowTable::new(options.flow);
+    let mut calls = Vec::new();
+    let mut skips: Vec<SkipRequest> = Vec::new();
+    let mut summary = Summary::default();
+    let started = Instant::now();
+    let mut last_tick = Instant::now();
+    let result = loop {
+        if stop.load(Ordering::Relaxed) || options.duration.is_some_and(|d| started.elapsed() >= d)
+        {
+            break Ok(());
+        }
+        let polled = capture.poll(Duration::from_millis(100), |event| {
+            flow.handle(event, &mut calls, &mut skips)
+        });
+        if let Err(error) = polled {
+            break Err(AppError::from(error));
+        }
+        capture.apply_skips(&skips);
+        skips.clear();
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = Instant::now();
+            flow.tick(unix_now(), &mut calls, &mut skips);
+            capture.apply_skips(&skips);
+            skips.clear();
+        }
+        if let Err(error) = write_calls(&mut calls, cgroups, sink, &mut summary.calls_written)
+            .and_then(|()| sink.flush().map_err(AppError::Output))
+        {
+            break Err(error);
+        }
+    };
+    // Whatever is still in the ring buffer, then every open connection's pending requests.
+    let _ = capture.poll(Duration::ZERO, |event| {
+        flow.handle(event, &mut calls, &mut skips)
+    });
+    flow.finish(&mut calls, &mut skips);
+    let written = write_calls(&mut calls, cgroups, sink, &mut summary.calls_written)
+        .and_then(|()| sink.flush().map_err(AppError::Output));
+    summary.flow = flow.stats();
+    summary.kernel = capture.counters();
+    summary.decode_errors = capture.decode_errors;
+    summary.skip_errors = capture.skip_errors;
+    drop(capture);
+    result.and(written).map(|()| summary)
+}
+
+/// Rebuilds the calls of a capture file.
+///
+/// # Errors
+/// The file cannot be read, or the output breaks.
+pub fn replay(
+    path: &Path,
+    flow_config: FlowConfig,
+    sink: &mut dyn Sink,
+) -> Result<Summary, AppError> {
+    let mut flow = FlowTable::new(flow_config);
+    let mut calls = Vec::new();
+    let mut skips = Vec::new();
+    let mut summary = Summary::default();
+    let mut output: Result<(), AppError> = Ok(());
+    let mut cgroups = NoCgroups;
+    let mut latest = 0;
+    summary.pcap = pcap::read_file(path, |event| {
+        if let crate::capture::Event::Packet(packet) = event {
+            // Idle connections close on the file's own clock.
+            if packet.ts >= latest + 1_000_000_000 {
+                latest = packet.ts;
+                flow.tick(packet.ts, &mut calls, &mut skips);
+            }
+        }
+        flow.handle(event, &mut calls, &mut skips);
+        skips.clear();
+        if output.is_ok() {
+            output = write_calls(&mut calls, &mut cgroups, sink, &mut summary.calls_written);
+        }
+    })?;
+    output?;
+    flow.finish(&mut calls, &mut skips);
+    write_calls(&mut calls, &mut cgroups, sink, &mut summary.calls_written)?;
+    sink.flush().map_err(AppError::Output)?;
+    summary.flow = flow.stats();
+    Ok(summary)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,150 @@
+//! Capture sources: the kernel programs (`ebpf`) and capture files (`pcap`). A source only produces
+//! `Event`s; it never looks at protocols.
+
+pub mod ebpf;
+pub mod pcap;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use podtap_common::{
+    PacketHeader, SockOwnerEvent, DIR_EGRESS, EVENT_PACKET, EVENT_SOCK_OWNER, TCP_ACK, TCP_FIN,
+    TCP_RST, TCP_SYN,
+};
+
+use crate::model::{Direction, UnixNanos};
+
+/// TCP control flags of a segment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpFlags {
+    pub syn: bool,
+    pub ack: bool,
+    pub fin: bool,
+    pub rst: bool,
+}
+
+impl TcpFlags {
+    #[must_use]
+    pub fn from_bits(bits: u8) -> Self {
+        Self {
+            syn: bits & TCP_SYN != 0,
+            ack: bits & TCP_ACK != 0,
+            fin: bits & TCP_FIN != 0,
+            rst: bits & TCP_RST != 0,
+        }
+    }
+}
+
+/// One TCP segment as a socket saw it.
+#[derive(Clone, Copy, Debug)]
+pub struct Packet<'a> {
+    /// The socket's id (socket cookie, or a synthetic id for capture files).
+    pub cookie: u64,
+    /// cgroup v2 id of the socket (0 when unknown).
+    pub cgroup_id: u64,
+    pub direction: Direction,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub seq: u32,
+    pub payload_len: u32,
+    /// Payload bytes at the start that were not copied.
+    pub skipped: u32,
+    pub payload: &'a [u8],
+    pub flags: TcpFlags,
+    pub ts: UnixNanos,
+}
+
+/// The process that used a socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub cookie: u64,
+    pub pid: u32,
+    pub comm: String,
+    pub cgroup_id: u64,
+}
+
+#[derive(Clone, Debug)]
+pub enum Event<'a> {
+    Packet(Packet<'a>),
+    Owner(Owner),
+}
+
+/// A ring buffer record that does not decode.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than its header")]
+    Short { len: usize },
+    #[error("unknown record kind {kind}")]
+    UnknownKind { kind: u32 },
+    #[error("record claims {claimed} payload bytes but carries {carried}")]
+    PayloadLength { claimed: u32, carried: usize },
+    #[error("unknown address family {family}")]
+    Family { family: u8 },
+}
+
+fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.len() < std::mem::size_of::<T>() {
+        return Err(DecodeError::Short { len: bytes.len() });
+    }
+    // SAFETY: length checked above; `T` is a plain `#[repr(C)]` integer struct from podtap-common, valid
+    // for any bit pattern; the read is unaligned-safe.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+fn address(family: u8, raw: [u8; 16], port: u16) -> Result<SocketAddr, DecodeError> {
+    let ip = match family {
+        4 => IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3])),
+        6 => IpAddr::V6(Ipv6Addr::from(raw)),
+        family => return Err(DecodeError::Family { family }),
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Decodes one kernel record. `clock_offset` turns the kernel's monotonic nanoseconds into Unix time.
+pub fn decode(record: &[u8], clock_offset: i64) -> Result<Event<'_>, DecodeError> {
+    let kind: u32 = read(record)?;
+    match kind {
+        EVENT_PACKET => {
+            let header: PacketHeader = read(record)?;
+            let payload = &record[std::mem::size_of::<PacketHeader>()..];
+            let payload =
+                payload
+                    .get(..header.captured as usize)
+                    .ok_or(DecodeError::PayloadLength {
+                        claimed: header.captured,
+                        carried: payload.len(),
+                    })?;
+            Ok(Event::Packet(Packet {
+                cookie: header.cookie,
+                cgroup_id: header.cgroup_id,
+                direction: if header.direction == DIR_EGRESS {
+                    Direction::Egress
+                } else {
+                    Direction::Ingress
+                },
+                src: address(header.family, header.saddr, header.sport)?,
+                dst: address(header.family, header.daddr, header.dport)?,
+                seq: header.seq,
+                payload_len: header.payload_len,
+                skipped: header.skipped,
+                payload,
+                flags: TcpFlags::from_bits(header.tcp_flags),
+                ts: header.ts_ns.saturating_add_signed(clock_offset),
+            }))
+        }
+        EVENT_SOCK_OWNER => {
+            let event: SockOwnerEvent = read(record)?;
+            let end = event
+                .comm
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(event.comm.len());
+            Ok(Event::Owner(Owner {
+                cookie: event.cookie,
+                pid: event.tgid,
+                comm: String::from_utf8_lossy(&event.comm[..end]).into_owned(),
+                cgroup_id: event.cgroup_id,
+            }))
+        }
+        kind => Err(DecodeError::UnknownKind { kind }),
+    }
+}

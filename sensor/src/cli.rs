@@ -1,0 +1,81 @@
+//! Command line: `podtap run`, `podtap replay`, `podtap check`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "podtap",
+    version,
+    about = "eBPF traffic sensor for Kubernetes nodes: every pod's API calls, without touching the apps"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Capture every pod's traffic on this node and print the calls.
+    Run(RunArgs),
+    /// Rebuild the calls in a pcap or pcapng file.
+    Replay(ReplayArgs),
+    /// Probe this node for what podtap needs; exit non-zero when a required item is missing.
+    Check,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// One JSON call record per line.
+    Jsonl,
+    /// One aligned line per call, for a terminal.
+    Pretty,
+    /// No call output (counters only).
+    None,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct OutputArgs {
+    /// Call output format; default: pretty on a terminal, jsonl otherwise.
+    #[arg(long, value_enum, env = "PODTAP_OUTPUT")]
+    pub output: Option<Output>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Stop by itself after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+    /// Payload bytes copied from the kernel per packet (message heads; bodies are skipped).
+    #[arg(long, value_name = "BYTES", default_value_t = podtap_common::DEFAULT_MAX_PAYLOAD,
+          value_parser = clap::value_parser!(u32).range(0..=podtap_common::MAX_PAYLOAD_LIMIT as i64))]
+    pub max_payload: u32,
+    /// Size of the kernel ring buffer in bytes (a power of two, at least 4096).
+    #[arg(long, value_name = "BYTES", default_value_t = 8 * 1024 * 1024, value_parser = ring_size)]
+    pub ring_buffer_bytes: u32,
+    /// Connections tracked at once; the least recently active is dropped beyond it.
+    #[arg(long, default_value_t = 65_536)]
+    pub max_connections: usize,
+    /// The cgroup v2 mount to attach to (default: found in /proc/self/mountinfo).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup_root: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The capture file (pcap or pcapng).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+fn ring_size(text: &str) -> Result<u32, String> {
+    let value: u32 = text.parse().map_err(|e| format!("{e}"))?;
+    if value < 4096 || !value.is_power_of_two() {
+        return Err("must be a power of two of at least 4096".into());
+    }
+    Ok(value)
+}

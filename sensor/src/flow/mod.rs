@@ -1,0 +1,597 @@
+//! The connection table: one entry per socket (the kernel's socket cookie, or a synthetic id for capture
+//! files), two `Stream`s each, the protocol detection, and the parser.
+//!
+//! In: `capture::Event`s. Out: `FlowCall`s (a parsed call with both ends' addresses and, for ends that
+//! are sockets on this node, their cookie, cgroup and owning process) and `SkipRequest`s for the kernel.
+//! Bounded: connections (least recently used evicted), bytes per direction, pending requests; idle
+//! connections are closed by `tick`. When both ends of a connection are sockets on this node, the call
+//! is reported once, from the client's socket.
+
+pub mod stream;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    num::NonZeroUsize,
+};
+
+use lru::LruCache;
+
+use crate::{
+    capture::{Event, Owner, Packet},
+    model::{Direction, ParsedCall, Side, Transport, UnixNanos},
+    protocols::{
+        detect::{detect, Detection},
+        Parser, ParserStats,
+    },
+};
+use stream::{Segment, Stream, StreamLimits, StreamStats, Target};
+
+/// Limits and timeouts of the connection table.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowConfig {
+    pub max_connections: usize,
+    pub stream: StreamLimits,
+    /// A connection with no packet for this long is closed (pending requests become `no_response`).
+    pub idle_timeout_ns: u64,
+    /// Skips longer than this are handed to the kernel, so that it stops copying the bytes.
+    pub kernel_skip_threshold: u64,
+    /// Bytes of a direction's start examined before a connection is declared not a known protocol.
+    pub detect_limit: usize,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 65_536,
+            stream: StreamLimits::default(),
+            idle_timeout_ns: 120 * 1_000_000_000,
+            kernel_skip_threshold: 8 * 1024,
+            detect_limit: 64,
+        }
+    }
+}
+
+/// A socket on this node: what the kernel told us about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalSocket {
+    pub cookie: u64,
+    pub cgroup_id: u64,
+    pub owner: Option<Owner>,
+}
+
+/// One end of a call as the flow layer knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowEnd {
+    pub addr: SocketAddr,
+    /// Set when this end is a socket on this node.
+    pub local: Option<LocalSocket>,
+}
+
+/// A parsed call with its two ends.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowCall {
+    pub parsed: ParsedCall,
+    pub transport: Transport,
+    pub client: FlowEnd,
+    pub server: FlowEnd,
+}
+
+/// A request for the kernel: stop copying payload of one direction of one socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SkipRequest {
+    pub cookie: u64,
+    pub direction: Direction,
+    pub kind: SkipKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipKind {
+    /// Until this sequence number.
+    UntilSeq(u32),
+    /// For good: no parser wants this connection.
+    All,
+    /// The connection is gone: forget the entry.
+    Forget,
+}
+
+/// What the table counts, for podtap's own metrics and the exit summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub connections_opened: u64,
+    pub connections_evicted: u64,
+    pub connections_idle_closed: u64,
+    pub connections_unrecognised: u64,
+    pub calls: u64,
+    pub calls_seen_twice: u64,
+    pub streams: StreamStats,
+    pub parsers: ParserStats,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Client,
+    Server,
+}
+
+enum Protocol {
+    Detecting,
+    Parsing(Box<dyn Parser>),
+    Unrecognised,
+}
+
+struct Connection {
+    local: SocketAddr,
+    remote: SocketAddr,
+    cgroup_id: u64,
+    role: Option<Role>,
+    streams: [Stream; 2],
+    protocol: Protocol,
+    fin: [bool; 2],
+    last_seen: UnixNanos,
+    /// Kernel skip already requested up to this sequence number, per direction.
+    kernel_skip: [Option<u32>; 2],
+}
+
+impl Connection {
+    fn side(&self, direction: Direction) -> Side {
+        let local = match self.role {
+            Some(Role::Server) => Side::Server,
+            _ => Side::Client,
+        };
+        match direction {
+            Direction::Egress => local,
+            Direction::Ingress => local.other(),
+        }
+    }
+}
+
+/// The table.
+pub struct FlowTable {
+    config: FlowConfig,
+    connections: LruCache<u64, Connection>,
+    /// (local, remote) -> cookie, to find the other end's socket when both ends are on this node.
+    by_tuple: HashMap<(SocketAddr, SocketAddr), u64>,
+    owners: LruCache<u64, Owner>,
+    /// Sockets closed lately, by (local, remote): the other end of a call may finish after this one
+    /// closed (the server's socket often closes before the client has read the last byte).
+    closed: LruCache<(SocketAddr, SocketAddr), (LocalSocket, Option<Role>)>,
+    stats: FlowStats,
+    parsed: Vec<ParsedCall>,
+}
+
+impl FlowTable {
+    #[must_use]
+    pub fn new(config: FlowConfig) -> Self {
+        let capacity =
+            NonZeroUsize::new(config.max_connections.max(1)).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            config,
+            connections: LruCache::new(capacity),
+            by_tuple: HashMap::new(),
+            owners: LruCache::new(capacity),
+            closed: LruCache::new(NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN)),
+            stats: FlowStats::default(),
+            parsed: Vec::new(),
+        }
+    }
+
+    #[must_use]
+    pub fn stats(&self) -> FlowStats {
+        self.stats
+    }
+
+    #[must_use]
+    pub fn connections(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Takes one capture event; completed calls go to `calls`, kernel requests to `skips`.
+    pub fn handle(
+        &mut self,
+        event: &Event<'_>,
+        calls: &mut Vec<FlowCall>,
+        skips: &mut Vec<SkipRequest>,
+    ) {
+        match event {
+            Event::Owner(owner) => {
+                self.owners.put(owner.cookie, owner.clone());
+            }
+            Event::Packet(packet) => self.packet(packet, calls, skips),
+        }
+    }
+
+    fn packet(
+        &mut self,
+        packet: &Packet<'_>,
+        calls: &mut Vec<FlowCall>,
+        skips: &mut Vec<SkipRequest>,
+    ) {
+        let (local, remote) = match packet.direction {
+            Direction::Egress => (packet.src, packet.dst),
+            Direction::Ingress => (packet.dst, packet.src),
+        };
+        if !self.connections.contains(&packet.cookie) {
+            if packet.flags.rst || (packet.flags.fin && packet.payload_len == 0) {
+                return; // the end of something we never saw
+            }
+            self.open(packet.cookie, local, remote, packet.cgroup_id, calls, skips);
+        }
+        let Some(conn) = self.connections.get_mut(&packet.cookie) else {
+            return;
+        };
+        conn.last_seen = conn.last_seen.max(packet.ts);
+        let dir = packet.direction.index();
+        if packet.flags.syn {
+            conn.streams[dir].syn(packet.seq);
+            if conn.role.is_none() {
+                // The SYN without ACK comes from the client; the SYN-ACK from the server.
+                let sender_is_client = !packet.flags.ack;
+                let local_sent = packet.direction == Direction::Egress;
+                conn.role = Some(if sender_is_client == local_sent {
+                    Role::Client
+                } else {
+                    Role::Server
+                });
+            }
+        }
+        if packet.payload_len > 0 {
+            let segment = Segment {
+                seq: if packet.flags.syn {
+                    packet.seq.wrapping_add(1)
+                } else {
+                    packet.seq
+                },
+                payload_len: packet.payload_len,
+                skipped: packet.skipped,
+                data: packet.payload,
+                ts: packet.ts,
+            };
+            self.parsed.clear();
+            let mut parsed = std::mem::take(&mut self.parsed);
+            Self::segment(
+                &self.config,
+                conn,
+                packet.direction,
+                &segment,
+                &mut parsed,
+                &mut self.stats,
+            );
+            Self::kernel_skip(&self.config, packet.cookie, conn, packet.direction, skips);
+            if matches!(conn.protocol, Protocol::Unrecognised) && conn.kernel_skip[0].is_none() {
+                conn.kernel_skip = [Some(0), Some(0)];
+                for direction in [Direction::Egress, Direction::Ingress] {
+                    skips.push(SkipRequest {
+                        cookie: packet.cookie,
+                        direction,
+                        kind: SkipKind::All,
+                    });
+                }
+            }
+            self.emit(packet.cookie, &mut parsed, calls);
+            self.parsed = parsed;
+        }
+        if packet.flags.rst || packet.flags.fin {
+            let conn = self.connections.get_mut(&packet.cookie);
+            if let Some(conn) = conn {
+                conn.fin[dir] = true;
+                if packet.flags.rst || conn.fin == [true, true] {
+                    self.close(packet.cookie, packet.ts, calls, skips);
+                }
+            }
+        }
+    }
+
+    fn open(
+        &mut self,
+        cookie: u64,
+        local: SocketAddr,
+        remote: SocketAddr,
+        cgroup_id: u64,
+        calls: &mut Vec<FlowCall>,
+        skips: &mut Vec<SkipRequest>,
+    ) {
+        if self.connections.len() >= self.config.max_connections {
+            if let Some((&oldest, conn)) = self.connections.peek_lru() {
+                let ts = conn.last_seen;
+                self.stats.connections_evicted += 1;
+                self.close(oldest, ts, calls, skips);
+            }
+        }
+        self.stats.connections_opened += 1;
+        log::trace!("open {cookie:#x} local {local} remote {remote} cgroup {cgroup_id}");
+        let limits = self.config.stream;
+        self.connections.put(
+            cookie,
+            Connection {
+                local,
+                remote,
+                cgroup_id,
+                role: None,
+                streams: [Stream::new(limits), Stream::new(limits)],
+                protocol: Protocol::Detecting,
+                fin: [false; 2],
+                last_seen: 0,
+                kernel_skip: [None; 2],
+            },
+        );
+        self.by_tuple.insert((local, remote), cookie);
+    }
+
+    fn segment(
+        config: &FlowConfig,
+        conn: &mut Connection,
+        direction: Direction,
+        segment: &Segment<'_>,
+        parsed: &mut Vec<ParsedCall>,
+        stats: &mut FlowStats,
+    ) {
+        let dir = direction.index();
+        let side = conn.side(direction);
+        match &mut conn.protocol {
+            Protocol::Unrecognised => {}
+            Protocol::Parsing(parser) => {
+                let mut target = Target {
+                    parser: Some(parser.as_mut()),
+                    side,
+                    calls: parsed,
+                };
+                conn.streams[dir].segment(segment, &mut target);
+            }
+            Protocol::Detecting => {
+                let mut target = Target {
+                    parser: None,
+                    side,
+                    calls: parsed,
+                };
+                conn.streams[dir].segment(segment, &mut target);
+                match detect(conn.streams[dir].buffered()) {
+                    Detection::Match { protocol, sender } => {
+                        let local_sent = direction == Direction::Egress;
+                        let local_is_client = (sender == Side::Client) == local_sent;
+                        conn.role = Some(if local_is_client {
+                            Role::Client
+                        } else {
+                            Role::Server
+                        });
+                        let mut parser = protocol.parser();
+                        // Whatever both sides sent before detection, client first.
+                        let mut order = [Direction::Egress, Direction::Ingress];
+                        if conn.side(Direction::Egress) == Side::Server {
+                            order.reverse();
+                        }
+                        for direction in order {
+                            let side = conn.side(direction);
+                            let mut target = Target {
+                                parser: Some(parser.as_mut()),
+                                side,
+                                calls: parsed,
+                            };
+                            conn.streams[direction.index()].flush(segment.ts, &mut target);
+                        }
+                        conn.protocol = Protocol::Parsing(parser);
+                    }
+                    Detection::NeedMore
+                        if conn.streams[dir].buffered().len() < config.detect_limit => {}
+                    Detection::NeedMore | Detection::NoMatch => {
+                        if !conn.streams[dir].buffered().is_empty() {
+                            stats.connections_unrecognised += 1;
+                            conn.protocol = Protocol::Unrecognised;
+                            for stream in &mut conn.streams {
+                                stream.discard();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn kernel_skip(
+        config: &FlowConfig,
+        cookie: u64,
+        conn: &mut Connection,
+        direction: Direction,
+        skips: &mut Vec<SkipRequest>,
+    ) {
+        let dir = direction.index();
+        let stream = &conn.streams[dir];
+        let pending = stream.pending_skip();
+        if pending <= config.kernel_skip_threshold
+            || matches!(conn.protocol, Protocol::Unrecognised)
+        {
+            return;
+        }
+        let Some(next) = stream.next_seq() else {
+            return;
+        };
+        // Serial-number arithmetic only reaches half the sequence space; longer skips are renewed.
+        let until = next.wrapping_add(pending.min(1 << 30) as u32);
+        if conn.kernel_skip[dir] != Some(until) {
+            conn.kernel_skip[dir] = Some(until);
+            skips.push(SkipRequest {
+                cookie,
+                direction,
+                kind: SkipKind::UntilSeq(until),
+            });
+        }
+    }
+
+    /// Turns parsed calls of socket `cookie` into `FlowCall`s with both ends.
+    fn emit(&mut self, cookie: u64, parsed: &mut Vec<ParsedCall>, calls: &mut Vec<FlowCall>) {
+        if parsed.is_empty() {
+            return;
+        }
+        let Some(conn) = self.connections.peek(&cookie) else {
+            return;
+        };
+        let (local, remote, role, cgroup_id) = (conn.local, conn.remote, conn.role, conn.cgroup_id);
+        let peer = self.peer(cookie, local, remote);
+        log::trace!(
+            "emit {} calls from {cookie:#x} role {role:?} peer {peer:?}",
+            parsed.len()
+        );
+        if role == Some(Role::Server)
+            && peer
+                .as_ref()
+                .is_some_and(|(_, role)| *role == Some(Role::Client))
+        {
+            // The client's socket is on this node too and reports the same calls.
+            self.stats.calls_seen_twice += parsed.len() as u64;
+            parsed.clear();
+            return;
+        }
+        let this = FlowEnd {
+            addr: local,
+            local: Some(LocalSocket {
+                cookie,
+                cgroup_id,
+                owner: self.owners.peek(&cookie).cloned(),
+            }),
+        };
+        let other = FlowEnd {
+            addr: remote,
+            local: peer.map(|(socket, _)| socket),
+        };
+        let (client, server) = if role == Some(Role::Server) {
+            (other, this)
+        } else {
+            (this, other)
+        };
+        for parsed in parsed.drain(..) {
+            self.stats.calls += 1;
+            calls.push(FlowCall {
+                parsed,
+                transport: Transport::Tcp,
+                client: client.clone(),
+                server: server.clone(),
+            });
+        }
+    }
+
+    /// The socket on this node at the other end of `cookie`'s connection, open or lately closed.
+    fn peer(
+        &self,
+        cookie: u64,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Option<(LocalSocket, Option<Role>)> {
+        let open = self
+            .by_tuple
+            .get(&(remote, local))
+            .copied()
+            .filter(|&c| c != cookie)
+            .and_then(|peer| {
+                let conn = self.connections.peek(&peer)?;
+                let socket = LocalSocket {
+                    cookie: peer,
+                    cgroup_id: conn.cgroup_id,
+                    owner: self.owners.peek(&peer).cloned(),
+                };
+                Some((socket, conn.role))
+            });
+        open.or_else(|| self.closed.peek(&(remote, local)).cloned())
+    }
+
+    fn close(
+        &mut self,
+        cookie: u64,
+        ts: UnixNanos,
+        calls: &mut Vec<FlowCall>,
+        skips: &mut Vec<SkipRequest>,
+    ) {
+        let mut parsed = std::mem::take(&mut self.parsed);
+        parsed.clear();
+        if let Some(conn) = self.connections.peek_mut(&cookie) {
+            if let Protocol::Parsing(parser) = &mut conn.protocol {
+                parser.close(ts, &mut parsed);
+            }
+        }
+        self.emit(cookie, &mut parsed, calls);
+        self.parsed = parsed;
+        log::trace!("close {cookie:#x}");
+        if let Some(conn) = self.connections.pop(&cookie) {
+            if self.by_tuple.get(&(conn.local, conn.remote)) == Some(&cookie) {
+                self.by_tuple.remove(&(conn.local, conn.remote));
+            }
+            self.account(&conn);
+            if conn.role.is_some() {
+                let owner = self.owners.peek(&cookie).cloned();
+                let socket = LocalSocket {
+                    cookie,
+                    cgroup_id: conn.cgroup_id,
+                    owner,
+                };
+                self.closed
+                    .put((conn.local, conn.remote), (socket, conn.role));
+            }
+            for (dir, requested) in conn.kernel_skip.iter().enumerate() {
+                if requested.is_some() {
+                    let direction = if dir == 0 {
+                        Direction::Egress
+                    } else {
+                        Direction::Ingress
+                    };
+                    skips.push(SkipRequest {
+                        cookie,
+                        direction,
+                        kind: SkipKind::Forget,
+                    });
+                }
+            }
+        }
+        self.owners.pop(&cookie);
+    }
+
+    fn account(&mut self, conn: &Connection) {
+        for stream in &conn.streams {
+            let s = stream.stats;
+            let t = &mut self.stats.streams;
+            t.retransmitted_segments += s.retransmitted_segments;
+            t.out_of_order_segments += s.out_of_order_segments;
+            t.gaps += s.gaps;
+            t.gap_bytes += s.gap_bytes;
+            t.overflow_drops += s.overflow_drops;
+        }
+        if let Protocol::Parsing(parser) = &conn.protocol {
+            let p = parser.stats();
+            self.stats.parsers.malformed += p.malformed;
+            self.stats.parsers.pending_overflow += p.pending_overflow;
+        }
+    }
+
+    /// Closes connections idle since before `now - idle_timeout`.
+    pub fn tick(
+        &mut self,
+        now: UnixNanos,
+        calls: &mut Vec<FlowCall>,
+        skips: &mut Vec<SkipRequest>,
+    ) {
+        let deadline = now.saturating_sub(self.config.idle_timeout_ns);
+        while let Some((&cookie, conn)) = self.connections.peek_lru() {
+            if conn.last_seen >= deadline {
+                break;
+            }
+            let ts = conn.last_seen;
+            self.stats.connections_idle_closed += 1;
+            self.close(cookie, ts, calls, skips);
+        }
+    }
+
+    /// Closes every connection (end of capture): pending requests are reported as `no_response`.
+    pub fn finish(&mut self, calls: &mut Vec<FlowCall>, skips: &mut Vec<SkipRequest>) {
+        while let Some((&cookie, conn)) = self.connections.peek_lru() {
+            let ts = conn.last_seen;
+            self.close(cookie, ts, calls, skips);
+        }
+    }
+}
+
+/// The address family helper capture sources use.
+#[must_use]
+pub fn socket_addr(ip: IpAddr, port: u16) -> SocketAddr {
+    SocketAddr::new(ip, port)
+}
+
+#[cfg(test)]
+mod tests;

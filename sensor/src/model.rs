@@ -1,0 +1,234 @@
+//! The shared vocabulary of the pipeline: connection ids, directions, and the `Call` record that flows from
+//! the protocol parsers through attribution to every sink. Its JSON form is the call record contract of
+//! DESIGN.md ("Output contracts"): absent knowledge is an absent key, never an invented value.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+/// Nanoseconds since the Unix epoch. Every timestamp inside the pipeline is wall-clock time; capture
+/// sources convert their own clocks at the edge.
+pub type UnixNanos = u64;
+
+/// Which end of a connection sent some bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+impl Side {
+    #[must_use]
+    pub fn other(self) -> Self {
+        match self {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+        }
+    }
+}
+
+/// Direction of a packet relative to the socket that saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Sent by the local socket.
+    Egress,
+    /// Received by the local socket.
+    Ingress,
+}
+
+impl Direction {
+    #[must_use]
+    pub fn index(self) -> usize {
+        match self {
+            Direction::Egress => 0,
+            Direction::Ingress => 1,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Http,
+    Grpc,
+    Dns,
+    Redis,
+    Kafka,
+    Amqp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallStatus {
+    Ok,
+    Error,
+    NoResponse,
+}
+
+/// One end of a call. Only `ip` and `port` are always known.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    pub port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
+}
+
+impl Endpoint {
+    #[must_use]
+    pub fn new(ip: IpAddr, port: u16) -> Self {
+        Self {
+            ip,
+            port,
+            pod_uid: None,
+            container_id: None,
+            namespace: None,
+            pod: None,
+            container: None,
+            workload: None,
+            service: None,
+            pid: None,
+            process: None,
+        }
+    }
+}
+
+/// HTTP request fields of the call record.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HttpRequest {
+    pub method: String,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// HTTP response fields of the call record.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HttpResponse {
+    pub status: u16,
+}
+
+/// The protocol-specific request part; serialized as the bare object of its protocol.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Request {
+    Http(HttpRequest),
+}
+
+/// The protocol-specific response part.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Response {
+    Http(HttpResponse),
+}
+
+/// What a parser knows of one exchange, before the flow layer adds the endpoints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParsedCall {
+    pub protocol: Protocol,
+    pub version: Option<&'static str>,
+    /// First byte of the request.
+    pub start: UnixNanos,
+    /// Last byte of the response (or of the request, for one-way messages and `no_response`).
+    pub end: UnixNanos,
+    pub request: Request,
+    pub response: Option<Response>,
+    pub status: CallStatus,
+}
+
+/// A reconstructed call: the record every sink receives.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Call {
+    #[serde(serialize_with = "serialize_time")]
+    pub time: UnixNanos,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
+    pub protocol: Protocol,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<&'static str>,
+    pub transport: Transport,
+    pub tls: bool,
+    pub client: Endpoint,
+    pub server: Endpoint,
+    pub request: Request,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<Response>,
+    pub status: CallStatus,
+}
+
+impl Call {
+    /// Builds the record from what a parser found and the two ends the flow layer knows.
+    #[must_use]
+    pub fn new(
+        parsed: ParsedCall,
+        transport: Transport,
+        client: Endpoint,
+        server: Endpoint,
+    ) -> Self {
+        let duration_ms = (parsed.response.is_some() && parsed.end >= parsed.start)
+            .then(|| (parsed.end - parsed.start) as f64 / 1e6);
+        Self {
+            time: parsed.start,
+            duration_ms,
+            protocol: parsed.protocol,
+            version: parsed.version,
+            transport,
+            tls: false,
+            client,
+            server,
+            request: parsed.request,
+            response: parsed.response,
+            status: parsed.status,
+        }
+    }
+}
+
+/// RFC 3339 with microseconds, UTC: `2026-11-21T10:00:00.123456Z`.
+#[must_use]
+pub fn format_time(nanos: UnixNanos) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(nanos);
+    humantime::format_rfc3339_micros(time).to_string()
+}
+
+fn serialize_time<S: serde::Serializer>(
+    nanos: &UnixNanos,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format_time(*nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_is_rfc3339_micros() {
+        assert_eq!(
+            format_time(1_795_255_200_123_456_789),
+            "2026-11-21T10:00:00.123456Z"
+        );
+    }
+}

@@ -1,0 +1,645 @@
+//! HTTP/1.0 and HTTP/1.1 on a passive, possibly truncated byte stream.
+//!
+//! Heads are parsed with `httparse`; bodies are never read: their length (`Content-Length`, chunked
+//! framing, or "until close") becomes a skip request, so the kernel stops copying them. Requests wait
+//! in a bounded FIFO for their responses (keep-alive and pipelining). Informational responses (1xx other
+//! than 101) are passed over; HEAD, 204 and 304 responses have no body; `101 Switching Protocols` ends
+//! HTTP on the connection. After lost bytes the parser resynchronises on the next line that starts a
+//! request or a response.
+
+use std::collections::VecDeque;
+
+use super::{
+    detect::{Detection, Known},
+    Feed, Parser, ParserStats,
+};
+use crate::model::{
+    CallStatus, HttpRequest, HttpResponse, ParsedCall, Protocol, Request, Response, Side, UnixNanos,
+};
+
+/// Requests waiting for a response before the oldest is given up as `no_response`.
+const MAX_PENDING: usize = 64;
+/// Headers one message may carry; more is treated as malformed.
+const MAX_HEADERS: usize = 96;
+/// A head (or chunk-size line) that is not complete after this many bytes is malformed.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+const METHODS: &[&[u8]] = &[
+    b"GET",
+    b"POST",
+    b"PUT",
+    b"DELETE",
+    b"HEAD",
+    b"OPTIONS",
+    b"PATCH",
+    b"CONNECT",
+    b"TRACE",
+    b"PROPFIND",
+    b"PROPPATCH",
+    b"MKCOL",
+    b"COPY",
+    b"MOVE",
+    b"LOCK",
+    b"UNLOCK",
+    b"REPORT",
+    b"SEARCH",
+    b"PURGE",
+];
+const RESPONSE_PREFIX: &[u8] = b"HTTP/1.";
+
+/// Probes the first bytes of one side for an HTTP/1 request line or status line.
+#[must_use]
+pub fn probe(data: &[u8]) -> Detection {
+    if data.starts_with(RESPONSE_PREFIX) {
+        return Detection::Match {
+            protocol: Known::Http1,
+            sender: Side::Server,
+        };
+    }
+    let mut maybe = RESPONSE_PREFIX.starts_with(data);
+    for method in METHODS {
+        if data.len() > method.len() {
+            if data.starts_with(method) && data[method.len()] == b' ' {
+                return Detection::Match {
+                    protocol: Known::Http1,
+                    sender: Side::Client,
+                };
+            }
+        } else if prefix_of_request(data, method) {
+            maybe = true;
+        }
+    }
+    if maybe {
+        Detection::NeedMore
+    } else {
+        Detection::NoMatch
+    }
+}
+
+/// `data` (shorter than `method` + space) is a prefix of `method` followed by a space.
+fn prefix_of_request(data: &[u8], method: &[u8]) -> bool {
+    let n = data.len().min(method.len());
+    data[..n] == method[..n] && (data.len() <= method.len() || data[method.len()] == b' ')
+}
+
+/// How the body after a head is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Body {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// Where one side's stream stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Expecting a request or status line.
+    Head,
+    /// Inside a body whose rest is being skipped.
+    SkippingBody,
+    /// Expecting a chunk-size line.
+    ChunkSize,
+    /// Inside chunk data (plus its CRLF) that is being skipped.
+    SkippingChunk,
+    /// After the last chunk: trailer lines until an empty line.
+    Trailers,
+    /// Lost bytes: looking for the start of the next message.
+    Resync,
+    /// The connection switched to another protocol (or a tunnel): nothing more to parse.
+    Done,
+}
+
+#[derive(Debug)]
+struct PendingRequest {
+    request: HttpRequest,
+    start: UnixNanos,
+    head: bool,
+    connect: bool,
+}
+
+/// A response whose head is parsed and whose body is still passing.
+#[derive(Debug)]
+struct InFlight {
+    request: PendingRequest,
+    status: u16,
+}
+
+/// One side's framing state.
+#[derive(Debug)]
+struct SideState {
+    state: State,
+    /// The message whose body is passing is complete when its body ends (server side).
+    in_flight: Option<InFlight>,
+}
+
+impl SideState {
+    fn new() -> Self {
+        Self {
+            state: State::Head,
+            in_flight: None,
+        }
+    }
+}
+
+/// The HTTP/1 parser of one connection.
+#[derive(Debug)]
+pub struct Http1Parser {
+    client: SideState,
+    server: SideState,
+    pending: VecDeque<PendingRequest>,
+    version: &'static str,
+    stats: ParserStats,
+}
+
+impl Default for Http1Parser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Http1Parser {
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            client: SideState::new(),
+            server: SideState::new(),
+            pending: VecDeque::new(),
+            version: "1.1",
+            stats: ParserStats::default(),
+        }
+    }
+
+    fn side_mut(&mut self, side: Side) -> &mut SideState {
+        match side {
+            Side::Client => &mut self.client,
+            Side::Server => &mut self.server,
+        }
+    }
+
+    fn feed_client(&mut self, data: &[u8], ts: UnixNanos) -> Feed {
+        let mut consumed = 0;
+        loop {
+            let rest = &data[consumed..];
+            if rest.is_empty() {
+                return Feed { consumed, skip: 0 };
+            }
+            match self.client.state {
+                State::Done => {
+                    return Feed {
+                        consumed: data.len(),
+                        skip: 0,
+                    }
+                }
+                State::Resync => match find_message_start(rest, Side::Client) {
+                    Some(at) => {
+                        consumed += at;
+                        self.client.state = State::Head;
+                    }
+                    None => {
+                        return Feed {
+                            consumed: consumed + keep_tail(rest),
+                            skip: 0,
+                        }
+                    }
+                },
+                State::Head => {
+                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    let mut request = httparse::Request::new(&mut headers);
+                    match request.parse(rest) {
+                        Ok(httparse::Status::Complete(len)) => {
+                            consumed += len;
+                            let body = request_body(&request);
+                            let method = request.method.unwrap_or_default().to_owned();
+                            let (path, host_in_target) =
+                                split_target(request.path.unwrap_or_default());
+                            let host = header(request.headers, "host")
+                                .map(str::to_owned)
+                                .or(host_in_target);
+                            if request.version == Some(0) {
+                                self.version = "1.0";
+                            }
+                            let pending = PendingRequest {
+                                head: method == "HEAD",
+                                connect: method == "CONNECT",
+                                request: HttpRequest { method, path, host },
+                                start: ts,
+                            };
+                            if self.pending.len() >= MAX_PENDING {
+                                self.pending.pop_front();
+                                self.stats.pending_overflow += 1;
+                            }
+                            self.pending.push_back(pending);
+                            match body {
+                                Body::None | Body::UntilClose => {}
+                                Body::Length(len) => {
+                                    self.client.state = State::SkippingBody;
+                                    return Feed {
+                                        consumed,
+                                        skip: len,
+                                    };
+                                }
+                                Body::Chunked => self.client.state = State::ChunkSize,
+                            }
+                        }
+                        Ok(httparse::Status::Partial) => {
+                            return self.incomplete(Side::Client, consumed, rest.len());
+                        }
+                        Err(_) => {
+                            self.stats.malformed += 1;
+                            self.client.state = State::Resync;
+                            consumed += 1;
+                        }
+                    }
+                }
+                State::ChunkSize | State::Trailers => match self.chunk_line(Side::Client, rest) {
+                    Some(feed) => {
+                        consumed += feed.consumed;
+                        if feed.skip > 0 {
+                            return Feed {
+                                consumed,
+                                skip: feed.skip,
+                            };
+                        }
+                    }
+                    None => return self.incomplete(Side::Client, consumed, rest.len()),
+                },
+                // The flow layer never feeds bytes it was asked to skip.
+                State::SkippingBody | State::SkippingChunk => {
+                    self.client.state = State::Head;
+                }
+            }
+        }
+    }
+
+    fn feed_server(&mut self, data: &[u8], ts: UnixNanos, calls: &mut Vec<ParsedCall>) -> Feed {
+        let mut consumed = 0;
+        loop {
+            let rest = &data[consumed..];
+            if rest.is_empty() {
+                return Feed { consumed, skip: 0 };
+            }
+            match self.server.state {
+                State::Done => {
+                    return Feed {
+                        consumed: data.len(),
+                        skip: 0,
+                    }
+                }
+                State::Resync => match find_message_start(rest, Side::Server) {
+                    Some(at) => {
+                        consumed += at;
+                        self.server.state = State::Head;
+                    }
+                    None => {
+                        return Feed {
+                            consumed: consumed + keep_tail(rest),
+                            skip: 0,
+                        }
+                    }
+                },
+                State::Head => {
+                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    let mut response = httparse::Response::new(&mut headers);
+                    match response.parse(rest) {
+                        Ok(httparse::Status::Complete(len)) => {
+                            consumed += len;
+                            let status = response.code.unwrap_or_default();
+                            if (100..200).contains(&status) && status != 101 {
+                                continue; // informational: the final response follows
+                            }
+                            if response.version == Some(0) {
+                                self.version = "1.0";
+                            }
+                            let body = response_body(&response, status);
+                            let Some(request) = self.pending.pop_front() else {
+                                // A response to a request we never saw (joined mid-stream or lost it).
+                                self.server.in_flight = None;
+                                match body {
+                                    Body::Length(len) => {
+                                        self.server.state = State::SkippingBody;
+                                        return Feed {
+                                            consumed,
+                                            skip: len,
+                                        };
+                                    }
+                                    Body::Chunked => self.server.state = State::ChunkSize,
+                                    Body::UntilClose => {
+                                        self.server.state = State::Done;
+                                        return Feed {
+                                            consumed,
+                                            skip: u64::MAX,
+                                        };
+                                    }
+                                    Body::None => {}
+                                }
+                                continue;
+                            };
+                            let upgrade =
+                                status == 101 || (request.connect && (200..300).contains(&status));
+                            let body = if request.head || upgrade {
+                                Body::None
+                            } else {
+                                body
+                            };
+                            let in_flight = InFlight { request, status };
+                            if upgrade {
+                                calls.push(self.complete(in_flight, ts));
+                                self.server.state = State::Done;
+                                self.client.state = State::Done;
+                                return Feed {
+                                    consumed: data.len(),
+                                    skip: 0,
+                                };
+                            }
+                            match body {
+                                Body::None => calls.push(self.complete(in_flight, ts)),
+                                Body::Length(len) => {
+                                    self.server.in_flight = Some(in_flight);
+                                    self.server.state = State::SkippingBody;
+                                    return Feed {
+                                        consumed,
+                                        skip: len,
+                                    };
+                                }
+                                Body::Chunked => {
+                                    self.server.in_flight = Some(in_flight);
+                                    self.server.state = State::ChunkSize;
+                                }
+                                Body::UntilClose => {
+                                    self.server.in_flight = Some(in_flight);
+                                    self.server.state = State::SkippingBody;
+                                    return Feed {
+                                        consumed,
+                                        skip: u64::MAX,
+                                    };
+                                }
+                            }
+                        }
+                        Ok(httparse::Status::Partial) => {
+                            return self.incomplete(Side::Server, consumed, rest.len());
+                        }
+                        Err(_) => {
+                            self.stats.malformed += 1;
+                            self.server.state = State::Resync;
+                            consumed += 1;
+                        }
+                    }
+                }
+                State::ChunkSize | State::Trailers => match self.chunk_line(Side::Server, rest) {
+                    Some(feed) => {
+                        consumed += feed.consumed;
+                        if feed.skip > 0 {
+                            return Feed {
+                                consumed,
+                                skip: feed.skip,
+                            };
+                        }
+                        if self.server.state == State::Head {
+                            if let Some(in_flight) = self.server.in_flight.take() {
+                                calls.push(self.complete(in_flight, ts));
+                            }
+                        }
+                    }
+                    None => return self.incomplete(Side::Server, consumed, rest.len()),
+                },
+                State::SkippingBody | State::SkippingChunk => {
+                    self.server.state = State::Head;
+                }
+            }
+        }
+    }
+
+    /// Parses one chunk-size or trailer line of `side`. `None`: the line is not complete yet.
+    /// On the last trailer line the side returns to `Head`.
+    fn chunk_line(&mut self, side: Side, rest: &[u8]) -> Option<Feed> {
+        let end = memchr_crlf(rest)?;
+        let line = &rest[..end];
+        let consumed = end + 2;
+        if self.side_mut(side).state == State::Trailers {
+            if line.is_empty() {
+                self.side_mut(side).state = State::Head;
+            }
+            return Some(Feed { consumed, skip: 0 });
+        }
+        let size = line.split(|&b| b == b';').next().and_then(parse_hex);
+        let (next, skip) = match size {
+            Some(0) => (State::Trailers, 0),
+            // The chunk's data and the CRLF after it.
+            Some(size) => (State::SkippingChunk, size.saturating_add(2)),
+            None => {
+                self.stats.malformed += 1;
+                (State::Resync, 0)
+            }
+        };
+        self.side_mut(side).state = next;
+        Some(Feed { consumed, skip })
+    }
+
+    /// An incomplete head: wait for more, unless it is already implausibly long.
+    fn incomplete(&mut self, side: Side, consumed: usize, buffered: usize) -> Feed {
+        if buffered > MAX_HEAD_BYTES {
+            self.stats.malformed += 1;
+            self.side_mut(side).state = State::Resync;
+            return Feed {
+                consumed: consumed + buffered,
+                skip: 0,
+            };
+        }
+        Feed { consumed, skip: 0 }
+    }
+
+    fn complete(&self, in_flight: InFlight, end: UnixNanos) -> ParsedCall {
+        let status = if in_flight.status >= 500 {
+            CallStatus::Error
+        } else {
+            CallStatus::Ok
+        };
+        ParsedCall {
+            protocol: Protocol::Http,
+            version: Some(self.version),
+            start: in_flight.request.start,
+            end,
+            request: Request::Http(in_flight.request.request),
+            response: Some(Response::Http(HttpResponse {
+                status: in_flight.status,
+            })),
+            status,
+        }
+    }
+
+    fn unanswered(&self, request: PendingRequest, end: UnixNanos) -> ParsedCall {
+        ParsedCall {
+            protocol: Protocol::Http,
+            version: Some(self.version),
+            start: request.start,
+            end,
+            request: Request::Http(request.request),
+            response: None,
+            status: CallStatus::NoResponse,
+        }
+    }
+}
+
+impl Parser for Http1Parser {
+    fn protocol(&self) -> Protocol {
+        Protocol::Http
+    }
+
+    fn feed(
+        &mut self,
+        side: Side,
+        data: &[u8],
+        ts: UnixNanos,
+        calls: &mut Vec<ParsedCall>,
+    ) -> Feed {
+        match side {
+            Side::Client => self.feed_client(data, ts),
+            Side::Server => self.feed_server(data, ts, calls),
+        }
+    }
+
+    fn gap(&mut self, side: Side, _len: u64) {
+        let state = &mut self.side_mut(side).state;
+        if *state != State::Done {
+            *state = State::Resync;
+        }
+        if side == Side::Server {
+            // The response that was passing is lost; its request is reported without one at close.
+            if let Some(in_flight) = self.server.in_flight.take() {
+                self.pending.push_front(in_flight.request);
+            }
+        }
+    }
+
+    fn skip_done(&mut self, side: Side, ts: UnixNanos, calls: &mut Vec<ParsedCall>) {
+        let state = self.side_mut(side).state;
+        match state {
+            State::SkippingBody => {
+                self.side_mut(side).state = State::Head;
+                if side == Side::Server {
+                    if let Some(in_flight) = self.server.in_flight.take() {
+                        calls.push(self.complete(in_flight, ts));
+                    }
+                }
+            }
+            State::SkippingChunk => self.side_mut(side).state = State::ChunkSize,
+            _ => {}
+        }
+    }
+
+    fn close(&mut self, ts: UnixNanos, calls: &mut Vec<ParsedCall>) {
+        if let Some(in_flight) = self.server.in_flight.take() {
+            // A body delimited by the close, or one cut short: the status line was seen.
+            calls.push(self.complete(in_flight, ts));
+        }
+        while let Some(request) = self.pending.pop_front() {
+            calls.push(self.unanswered(request, ts));
+        }
+    }
+
+    fn stats(&self) -> ParserStats {
+        self.stats
+    }
+}
+
+fn header<'a>(headers: &[httparse::Header<'a>], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .map(str::trim)
+}
+
+fn is_chunked(headers: &[httparse::Header<'_>]) -> bool {
+    headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("transfer-encoding")
+            && std::str::from_utf8(h.value).is_ok_and(|v| {
+                v.rsplit(',')
+                    .next()
+                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+            })
+    })
+}
+
+fn content_length(headers: &[httparse::Header<'_>]) -> Option<u64> {
+    header(headers, "content-length").and_then(|v| v.parse().ok())
+}
+
+fn request_body(request: &httparse::Request<'_, '_>) -> Body {
+    if is_chunked(request.headers) {
+        Body::Chunked
+    } else {
+        match content_length(request.headers) {
+            Some(0) | None => Body::None,
+            Some(len) => Body::Length(len),
+        }
+    }
+}
+
+fn response_body(response: &httparse::Response<'_, '_>, status: u16) -> Body {
+    if status == 204 || status == 304 || (100..200).contains(&status) {
+        return Body::None;
+    }
+    if is_chunked(response.headers) {
+        return Body::Chunked;
+    }
+    match content_length(response.headers) {
+        Some(0) => Body::None,
+        Some(len) => Body::Length(len),
+        None => Body::UntilClose,
+    }
+}
+
+/// Splits a request target into its path (query dropped: it may carry secrets) and, for the
+/// absolute form a proxy receives, its host.
+fn split_target(target: &str) -> (String, Option<String>) {
+    let (host, path) = match target.split_once("://") {
+        Some((_, rest)) => match rest.find('/') {
+            Some(at) => (Some(rest[..at].to_owned()), &rest[at..]),
+            None => (Some(rest.to_owned()), "/"),
+        },
+        None => (None, target),
+    };
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    (path.to_owned(), host)
+}
+
+fn memchr_crlf(data: &[u8]) -> Option<usize> {
+    data.windows(2).position(|w| w == b"\r\n")
+}
+
+fn parse_hex(digits: &[u8]) -> Option<u64> {
+    let digits = std::str::from_utf8(digits).ok()?.trim();
+    if digits.is_empty() || digits.len() > 15 {
+        return None;
+    }
+    u64::from_str_radix(digits, 16).ok()
+}
+
+/// Where the next message of `side` starts: a line beginning with a request method (client) or with
+/// `HTTP/1.` (server).
+fn find_message_start(data: &[u8], side: Side) -> Option<usize> {
+    let starts = std::iter::once(0).chain(
+        data.windows(2)
+            .enumerate()
+            .filter(|(_, w)| *w == b"\r\n")
+            .map(|(i, _)| i + 2),
+    );
+    for at in starts {
+        if let Detection::Match { sender, .. } = probe(&data[at..]) {
+            if sender == side {
+                return Some(at);
+            }
+        }
+    }
+    None
+}
+
+/// While resynchronising, keep the last few bytes: a message start may be split across deliveries.
+fn keep_tail(data: &[u8]) -> usize {
+    data.len().saturating_sub(16)
+}
+
+#[cfg(test)]
+mod tests;
