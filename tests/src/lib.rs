@@ -1,1 +1,22 @@
-//! End-to-end test harness.
+//! End-to-end test harness: "pods" made of network namespaces and kubelet-named cgroups, real servers
+//! (nginx, python) and clients (curl, wrk, python) running inside them, and a runner for the `podtap`
+//! binary that collects its JSON call records.
+//!
+//! Everything here needs root and a real kernel. Setup failures are returned as errors (and tests turn
+//! them into panics): nothing is ever skipped silently. Every resource has a drop guard, so a failing
+//! test leaves no network namespace, cgroup or process behind.
+
+pub mod bpf;
+pub mod cgroup;
+pub mod clients;
+pub mod netns;
+pub mod podtap;
+pub mod records;
+pub mod servers;
+pub mod util;
+
+pub use cgroup::{CgroupDriver, Container, PodCgroup};
+pub use netns::{Pod, PodPair};
+pub use podtap::{Podtap, PodtapOutput};
+pub use records::CallExpect;
+pub use servers::{Nginx, PythonServer};

@@ -1,1 +1,208 @@
-fn main() {}
+//! Developer tasks: `cargo xtask setup | run | test | bench overhead`.
+//!
+//! Every task is idempotent: `setup` checks before it installs and prints one line per thing it installed.
+
+mod bench;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "podtap developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing (apt packages, rust-src for nightly, bpf-linker 0.13.0) and mount
+    /// tracefs and bpffs.
+    Setup,
+    /// Setup, build podtap (release) and run `podtap run ARGS` (default: `--output pretty`).
+    Run {
+        /// Arguments for `podtap run`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Setup, fmt check, clippy, release build, the whole test suite as root, then a leftover check.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        which: BenchKind,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchKind {
+    /// Throughput with and without podtap, podtap's CPU per 1,000 calls, peak RSS, calls reported.
+    Overhead {
+        /// Seconds of wrk load per phase.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// wrk connections.
+        #[arg(long, default_value_t = 4)]
+        connections: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Setup => setup::setup(),
+        Task::Run { args } => run(args),
+        Task::Test { args } => test(&args),
+        Task::Bench {
+            which:
+                BenchKind::Overhead {
+                    seconds,
+                    connections,
+                },
+        } => {
+            setup::setup()?;
+            // PODTAP_BIN: benchmark that binary instead of building the release one.
+            let bin = match std::env::var_os("PODTAP_BIN") {
+                Some(b) => PathBuf::from(b),
+                None => {
+                    build_release()?;
+                    release_binary()
+                }
+            };
+            bench::overhead(&bin, seconds, connections)
+        }
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+/// The release binary `cargo build --release -p podtap` leaves.
+pub fn release_binary() -> PathBuf {
+    root().join("target/release/podtap")
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Runs a command, failing with its name when it fails.
+fn step(what: &str, cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: {what}");
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn build_release() -> Result<()> {
+    step(
+        "cargo build --release -p podtap",
+        cargo().args(["build", "--release", "-p", "podtap"]),
+    )
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn run(args: Vec<String>) -> Result<()> {
+    setup::setup()?;
+    build_release()?;
+    if !is_root() {
+        eprintln!(
+            "xtask: not running as root: podtap needs root, or CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN \
+             (e.g. `sudo -E cargo xtask run`); trying anyway"
+        );
+    }
+    let args = if args.is_empty() {
+        vec!["--output".to_owned(), "pretty".to_owned()]
+    } else {
+        args
+    };
+    let bin = release_binary();
+    let err = std::os::unix::process::CommandExt::exec(Command::new(&bin).arg("run").args(&args));
+    Err(err).with_context(|| format!("exec {}", bin.display()))
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    if !is_root() {
+        bail!("the test suite needs root (network namespaces, cgroups, eBPF): run `sudo -E cargo xtask test`");
+    }
+    setup::setup()?;
+    step(
+        "cargo fmt --all -- --check",
+        cargo().args(["fmt", "--all", "--", "--check"]),
+    )?;
+    step(
+        "cargo clippy --all-targets -- -D warnings",
+        cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]),
+    )?;
+    build_release()?;
+    let bin = release_binary();
+    let tests = step(
+        "cargo test --release",
+        cargo()
+            .args(["test", "--release"])
+            .args(extra)
+            .env("PODTAP_BIN", &bin),
+    );
+    let leftovers = check_leftovers();
+    tests?;
+    leftovers?;
+    eprintln!("xtask: all tests passed, nothing left behind");
+    Ok(())
+}
+
+/// After the tests: no test network namespace and no orphaned podtap eBPF program may remain.
+fn check_leftovers() -> Result<()> {
+    let mut problems = Vec::new();
+    let ns = podtap_tests::netns::leftover_namespaces()?;
+    if !ns.is_empty() {
+        problems.push(format!("network namespaces left behind: {ns:?}"));
+    }
+    for p in podtap_tests::bpf::podtap_programs()? {
+        if p.pids.is_empty() {
+            problems.push(format!(
+                "eBPF program {} (id {}) still loaded with no owner",
+                p.name, p.id
+            ));
+        } else {
+            // A podtap someone else runs on this node right now: not ours, only mention it.
+            eprintln!(
+                "xtask: note: {} (id {}) held by running process(es) {:?}",
+                p.name, p.id, p.pids
+            );
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!("leftovers after the tests:\n  {}", problems.join("\n  "))
+    }
+}
