@@ -126,6 +126,7 @@ pub mod names {
     pub const PROG_RECV: &str = "podtap_sock_recv";
     pub const GLOBAL_MAX_PAYLOAD: &str = "MAX_PAYLOAD";
     pub const GLOBAL_SELF_TGID: &str = "SELF_TGID";
+    pub const GLOBAL_WAKEUP_BYTES: &str = "WAKEUP_BYTES";
 }
 
 #[cfg(feature = "user")]

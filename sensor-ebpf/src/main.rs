@@ -36,6 +36,12 @@ use podtap_common::{
 #[unsafe(no_mangle)]
 static MAX_PAYLOAD: u32 = DEFAULT_MAX_PAYLOAD;
 
+/// Unread ring buffer bytes above which a record wakes userspace; below it, userspace finds the
+/// records on its next timed poll. Waking on every record costs more than the capture itself at high
+/// rates. Set by the loader from the ring size.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 1024 * 1024;
+
 /// podtap's own process id: its sockets are never captured.
 #[unsafe(no_mangle)]
 static SELF_TGID: u32 = 0;
@@ -78,6 +84,22 @@ const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 /// `offsetof(struct sock_common, skc_family)`: unchanged since Linux 4.x.
 const SKC_FAMILY_OFFSET: usize = 16;
+
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
+/// Ring buffer output flags: wake the reader only once enough is waiting.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    // SAFETY: a global the loader may rewrite before load.
+    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
 
 #[inline(always)]
 fn count(index: u32, by: u64) {
@@ -248,7 +270,7 @@ fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
     let total = size_of::<PacketHeader>() + captured as usize;
     // SAFETY: `total` never exceeds the size of the scratch slot, which is ours during this run.
     let record = unsafe { core::slice::from_raw_parts(scratch.cast::<u8>(), total) };
-    if EVENTS.output::<[u8]>(record, 0).is_err() {
+    if EVENTS.output::<[u8]>(record, wakeup_flags()).is_err() {
         count(COUNTER_RINGBUF_FULL, 1);
     }
     Ok(())
@@ -301,7 +323,10 @@ fn try_owner(ctx: &BtfTracePointContext) -> Result<(), i64> {
     };
     // SAFETY: `comm` is a 16-byte buffer.
     unsafe { bpf_get_current_comm(event.comm.as_mut_ptr().cast::<c_void>(), 16) };
-    if EVENTS.output::<SockOwnerEvent>(&event, 0).is_err() {
+    if EVENTS
+        .output::<SockOwnerEvent>(&event, wakeup_flags())
+        .is_err()
+    {
         count(COUNTER_OWNER_RINGBUF_FULL, 1);
     }
     Ok(())

@@ -102,9 +102,12 @@ impl EbpfCapture {
             return Err(CaptureError::MaxPayload(config.max_payload));
         }
         let self_tgid = std::process::id();
+        // Wake the reader once a quarter of the ring is waiting; otherwise it polls on a timer.
+        let wakeup_bytes = u64::from(config.ring_buffer_bytes / 4);
         let mut ebpf = EbpfLoader::new()
             .override_global(names::GLOBAL_MAX_PAYLOAD, &config.max_payload, true)
             .override_global(names::GLOBAL_SELF_TGID, &self_tgid, true)
+            .override_global(names::GLOBAL_WAKEUP_BYTES, &wakeup_bytes, true)
             .map_max_entries(names::MAP_EVENTS, config.ring_buffer_bytes)
             .load(OBJECT)
             .map_err(CaptureError::Load)?;

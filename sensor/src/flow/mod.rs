@@ -105,6 +105,8 @@ pub struct FlowStats {
     pub connections_evicted: u64,
     pub connections_idle_closed: u64,
     pub connections_unrecognised: u64,
+    /// Server sockets whose client socket is on this node too (their payload is not copied).
+    pub connections_mirrored: u64,
     pub calls: u64,
     pub calls_seen_twice: u64,
     pub streams: StreamStats,
@@ -121,6 +123,16 @@ enum Protocol {
     Detecting,
     Parsing(Box<dyn Parser>),
     Unrecognised,
+    /// The server's socket of a connection whose client socket is on this node too: the client's
+    /// socket reports the calls, this one needs no payload.
+    Mirrored,
+}
+
+impl Protocol {
+    /// Whether this connection's payload is of no use (the kernel may stop copying it).
+    fn payload_unwanted(&self) -> bool {
+        matches!(self, Protocol::Unrecognised | Protocol::Mirrored)
+    }
 }
 
 struct Connection {
@@ -151,16 +163,20 @@ impl Connection {
     }
 }
 
+/// Keys are socket cookies and addresses, looked up several times per packet: a fast non-cryptographic
+/// hash, seeded per process.
+type Hasher = foldhash::fast::RandomState;
+
 /// The table.
 pub struct FlowTable {
     config: FlowConfig,
-    connections: LruCache<u64, Connection>,
+    connections: LruCache<u64, Connection, Hasher>,
     /// (local, remote) -> cookie, to find the other end's socket when both ends are on this node.
-    by_tuple: HashMap<(SocketAddr, SocketAddr), u64>,
-    owners: LruCache<u64, Owner>,
+    by_tuple: HashMap<(SocketAddr, SocketAddr), u64, Hasher>,
+    owners: LruCache<u64, Owner, Hasher>,
     /// Sockets closed lately, by (local, remote): the other end of a call may finish after this one
     /// closed (the server's socket often closes before the client has read the last byte).
-    closed: LruCache<(SocketAddr, SocketAddr), (LocalSocket, Option<Role>)>,
+    closed: LruCache<(SocketAddr, SocketAddr), (LocalSocket, Option<Role>), Hasher>,
     stats: FlowStats,
     parsed: Vec<ParsedCall>,
 }
@@ -172,10 +188,13 @@ impl FlowTable {
             NonZeroUsize::new(config.max_connections.max(1)).unwrap_or(NonZeroUsize::MIN);
         Self {
             config,
-            connections: LruCache::new(capacity),
-            by_tuple: HashMap::new(),
-            owners: LruCache::new(capacity),
-            closed: LruCache::new(NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN)),
+            connections: LruCache::with_hasher(capacity, Hasher::default()),
+            by_tuple: HashMap::with_hasher(Hasher::default()),
+            owners: LruCache::with_hasher(capacity, Hasher::default()),
+            closed: LruCache::with_hasher(
+                NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN),
+                Hasher::default(),
+            ),
             stats: FlowStats::default(),
             parsed: Vec::new(),
         }
@@ -263,7 +282,19 @@ impl FlowTable {
                 &mut self.stats,
             );
             Self::kernel_skip(&self.config, packet.cookie, conn, packet.direction, skips);
-            if matches!(conn.protocol, Protocol::Unrecognised) && conn.kernel_skip[0].is_none() {
+            let mirrored = Self::check_mirrored(
+                &self.by_tuple,
+                &self.connections,
+                packet.cookie,
+                &mut self.stats,
+            );
+            let Some(conn) = self.connections.get_mut(&packet.cookie) else {
+                return;
+            };
+            if mirrored {
+                conn.protocol = Protocol::Mirrored;
+            }
+            if conn.protocol.payload_unwanted() && conn.kernel_skip[0].is_none() {
                 conn.kernel_skip = [Some(0), Some(0)];
                 for direction in [Direction::Egress, Direction::Ingress] {
                     skips.push(SkipRequest {
@@ -335,7 +366,7 @@ impl FlowTable {
         let dir = direction.index();
         let side = conn.side(direction);
         match &mut conn.protocol {
-            Protocol::Unrecognised => {}
+            Protocol::Unrecognised | Protocol::Mirrored => {}
             Protocol::Parsing(parser) => {
                 let mut target = Target {
                     parser: Some(parser.as_mut()),
@@ -411,9 +442,7 @@ impl FlowTable {
         let dir = direction.index();
         let stream = &conn.streams[dir];
         let pending = stream.pending_skip();
-        if pending <= config.kernel_skip_threshold
-            || matches!(conn.protocol, Protocol::Unrecognised)
-        {
+        if pending <= config.kernel_skip_threshold || conn.protocol.payload_unwanted() {
             return;
         }
         let Some(next) = stream.next_seq() else {
@@ -429,6 +458,32 @@ impl FlowTable {
                 kind: SkipKind::UntilSeq(until),
             });
         }
+    }
+
+    /// A server socket whose client socket is open on this node becomes `Mirrored`.
+    fn check_mirrored(
+        by_tuple: &HashMap<(SocketAddr, SocketAddr), u64, Hasher>,
+        connections: &LruCache<u64, Connection, Hasher>,
+        cookie: u64,
+        stats: &mut FlowStats,
+    ) -> bool {
+        let Some(conn) = connections.peek(&cookie) else {
+            return false;
+        };
+        if conn.role != Some(Role::Server) || !matches!(conn.protocol, Protocol::Parsing(_)) {
+            return false;
+        }
+        let client_here = by_tuple
+            .get(&(conn.remote, conn.local))
+            .filter(|&&peer| peer != cookie)
+            .and_then(|peer| connections.peek(peer))
+            .is_some_and(|peer| {
+                peer.role == Some(Role::Client) && matches!(peer.protocol, Protocol::Parsing(_))
+            });
+        if client_here {
+            stats.connections_mirrored += 1;
+        }
+        client_here
     }
 
     /// Turns parsed calls of socket `cookie` into `FlowCall`s with both ends.
