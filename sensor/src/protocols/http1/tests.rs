@@ -414,6 +414,66 @@ fn http_1_0_version() {
 }
 
 #[test]
+fn gap_inside_response_head_resynchronises() {
+    let mut c = Conn::new();
+    c.client(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n");
+    c.server(b"HTTP/1.1 200 OK\r\nContent-");
+    // The rest of response 1 ("Length: 2\r\n\r\nok") was not captured.
+    c.lose(Side::Server, 17);
+    c.client(b"GET /2 HTTP/1.1\r\nHost: h\r\n\r\n");
+    c.server(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    c.client(b"GET /3 HTTP/1.1\r\nHost: h\r\n\r\n");
+    c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc");
+    c.close();
+    assert_eq!(
+        c.take(),
+        vec![
+            unanswered("GET", "/1", Some("h")),
+            ok("GET", "/2", Some("h"), 404),
+            ok("GET", "/3", Some("h"), 200),
+        ]
+    );
+}
+
+#[test]
+fn gap_inside_response_body_keeps_the_seen_status() {
+    let mut c = Conn::new();
+    c.client(b"GET /1 HTTP/1.1\r\n\r\n");
+    c.server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123");
+    // The rest of the chunk, the last chunk, and the start of response 2 were lost: response 2
+    // has nothing to be paired with.
+    c.lose(Side::Server, 200);
+    c.client(b"GET /2 HTTP/1.1\r\n\r\n");
+    c.server(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+    c.close();
+    assert_eq!(
+        c.take(),
+        vec![ok("GET", "/1", None, 200), ok("GET", "/2", None, 201)]
+    );
+}
+
+#[test]
+fn gap_on_client_side_resynchronises() {
+    let mut c = Conn::new();
+    c.client(b"GET /1 HTTP/1.1\r\n\r\n");
+    c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    c.client(b"GET /lost");
+    c.lose(Side::Client, 40);
+    c.client(b"garbage\r\nPOST /3 HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    // The response to the lost request, then the one to POST /3.
+    c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    c.server(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
+    c.close();
+    let calls = c.take();
+    assert_eq!(calls[0], ok("GET", "/1", None, 200));
+    assert_eq!(
+        calls.last(),
+        Some(&ok("POST", "/3", None, 202)),
+        "the response to the lost request must not be paired with POST /3: {calls:?}"
+    );
+}
+
+#[test]
 fn garbage_before_a_response_is_passed_over() {
     let mut c = Conn::new();
     c.client(b"GET /1 HTTP/1.1\r\n\r\n");
