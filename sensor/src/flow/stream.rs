@@ -126,14 +126,21 @@ impl Stream {
             return;
         }
         if rel > 0 {
-            self.hold(next_off + rel as u64, segment, target);
-            return;
+            let missing = rel as u64;
+            if missing > self.skip {
+                self.hold(next_off + missing, segment, target);
+                return;
+            }
+            // The missing bytes lie inside the requested skip: the kernel does not report segments
+            // wholly inside it, so they are not coming. Pass them now rather than wait.
+            self.pass(missing, segment.ts, target);
+            self.next = Some((segment.seq, next_off + missing));
         }
         self.deliver(
             segment.payload_len,
             segment.skipped,
             segment.data,
-            (-rel) as u32,
+            rel.min(0).unsigned_abs() as u32,
             segment.ts,
             target,
         );

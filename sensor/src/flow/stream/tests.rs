@@ -266,11 +266,12 @@ fn missing_segments_inside_a_skip_are_not_gaps() {
     h.seg(0, &DATA[..10], 1);
     // The kernel reports nothing for segments wholly inside the skip; the segment that holds the
     // skip's end comes with the skipped part not copied.
-    h.raw(9_000, 1_000, 5, b"next", 2);
+    // The skip ends at 10 + 9_995 = 10_005.
+    h.raw(9_000, 1_009, 1_005, b"next", 2);
     assert_eq!(h.parser.gaps(), Vec::<u64>::new());
     assert_eq!(h.parser.skip_dones(), vec![2], "the skip must end at once");
     assert_eq!(h.parser.fed(), b"01234next");
-    assert_eq!(h.stream.next_seq(), Some(9_005 + 4 + 991));
+    assert_eq!(h.stream.next_seq(), Some(10_009));
     // A late copy of a skipped segment is old news.
     h.seg(100, &[0; 100], 3);
     assert_eq!(h.parser.fed(), b"01234next");
@@ -302,7 +303,10 @@ fn sequence_numbers_wrap() {
     // A retransmission from before the wrap.
     h.seg(start, &DATA[..10], 5);
     assert_eq!(h.parser.fed(), DATA);
-    assert_eq!(h.stream.next_seq(), Some(start.wrapping_add(DATA.len() as u32)));
+    assert_eq!(
+        h.stream.next_seq(),
+        Some(start.wrapping_add(DATA.len() as u32))
+    );
     assert_eq!(h.stream.stats.retransmitted_segments, 1);
     assert_eq!(h.stream.stats.gaps, 0);
 }
@@ -329,7 +333,10 @@ fn out_of_order_bound_forces_a_gap() {
     // 5..10 never comes.
     h.seg(10, &DATA[10..15], 2);
     h.seg(15, &DATA[15..20], 3);
-    assert!(h.parser.gaps().is_empty(), "two held segments are within the bound");
+    assert!(
+        h.parser.gaps().is_empty(),
+        "two held segments are within the bound"
+    );
     h.seg(25, &DATA[25..30], 4); // a third: over the bound
     assert_eq!(h.parser.gaps(), vec![5]);
     assert_eq!(h.stream.stats.overflow_drops, 1);
@@ -368,7 +375,10 @@ fn unconsumed_bytes_are_offered_again_with_the_next() {
     h.seg(0, &DATA[..3], 1);
     assert_eq!(h.stream.buffered(), &DATA[..3]);
     h.seg(3, &DATA[3..6], 2);
-    assert_eq!(h.parser.events.last(), Some(&Event::Fed(DATA[..6].to_vec())));
+    assert_eq!(
+        h.parser.events.last(),
+        Some(&Event::Fed(DATA[..6].to_vec()))
+    );
     assert!(h.stream.buffered().is_empty());
 }
 
