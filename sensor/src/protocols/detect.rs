@@ -35,8 +35,5 @@ impl Known {
 /// Probes the first bytes one side sent.
 #[must_use]
 pub fn detect(data: &[u8]) -> Detection {
-    match http1::probe(data) {
-        Detection::NoMatch => Detection::NoMatch,
-        other => other,
-    }
+    http1::probe(data)
 }

@@ -221,7 +221,7 @@ impl Http1Parser {
                             let method = request.method.unwrap_or_default().to_owned();
                             let (path, host_in_target) =
                                 split_target(request.path.unwrap_or_default());
-                            let host = header(&request.headers, "host")
+                            let host = header(request.headers, "host")
                                 .map(str::to_owned)
                                 .or(host_in_target);
                             if request.version == Some(0) {
