@@ -224,7 +224,9 @@ fn read(
                 // A refill that brings nothing new at the end of the file: a truncated last block.
                 if reader.reader_exhausted() {
                     match reader.next() {
-                        Err(PcapError::Incomplete(_)) | Err(PcapError::Eof) => {
+                        // Every block was read: the normal end of the file.
+                        Err(PcapError::Eof) => break,
+                        Err(PcapError::Incomplete(_) | PcapError::UnexpectedEof) => {
                             return Err(PcapReadError::Corrupt {
                                 path: path.to_owned(),
                                 offset,

@@ -145,6 +145,8 @@ struct Connection {
     fin: [bool; 2],
     /// Segments that did not start a known protocol, while detecting.
     detect_misses: u32,
+    /// The connection's SYN was seen: its first bytes are the protocol's first bytes.
+    saw_syn: bool,
     last_seen: UnixNanos,
     /// Kernel skip already requested up to this sequence number, per direction.
     kernel_skip: [Option<u32>; 2],
@@ -247,6 +249,7 @@ impl FlowTable {
         conn.last_seen = conn.last_seen.max(packet.ts);
         let dir = packet.direction.index();
         if packet.flags.syn {
+            conn.saw_syn = true;
             conn.streams[dir].syn(packet.seq);
             if conn.role.is_none() {
                 // The SYN without ACK comes from the client; the SYN-ACK from the server.
@@ -348,6 +351,7 @@ impl FlowTable {
                 protocol: Protocol::Detecting,
                 fin: [false; 2],
                 detect_misses: 0,
+                saw_syn: false,
                 last_seen: 0,
                 kernel_skip: [None; 2],
             },
@@ -414,10 +418,10 @@ impl FlowTable {
                         if conn.streams[dir].buffered().is_empty() {
                             return;
                         }
-                        // A connection open before capture started may be caught inside a body: look
+                        // A connection open before capture started (no SYN seen) may be caught inside a body: look
                         // again at the start of the next few segments before giving up on it.
                         conn.detect_misses += 1;
-                        if conn.detect_misses < config.detect_segments {
+                        if !conn.saw_syn && conn.detect_misses < config.detect_segments {
                             conn.streams[dir].clear_buffer();
                             return;
                         }

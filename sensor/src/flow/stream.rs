@@ -126,29 +126,21 @@ impl Stream {
             return;
         }
         if rel > 0 {
-            if rel as u64 <= self.skip {
-                // The kernel does not report segments wholly inside a skip: the jump is expected.
-                self.pass(rel as u64, segment.ts, target);
-                self.next = Some((segment.seq, next_off + rel as u64));
-                self.deliver(
-                    segment.payload_len,
-                    segment.skipped,
-                    segment.data,
-                    0,
-                    segment.ts,
-                    target,
-                );
-                self.drain_out_of_order(target);
+            let missing = rel as u64;
+            if missing > self.skip {
+                self.hold(next_off + missing, segment, target);
                 return;
             }
-            self.hold(next_off + rel as u64, segment, target);
-            return;
+            // The missing bytes lie inside the requested skip: the kernel does not report segments
+            // wholly inside it, so they are not coming. Pass them now rather than wait.
+            self.pass(missing, segment.ts, target);
+            self.next = Some((segment.seq, next_off + missing));
         }
         self.deliver(
             segment.payload_len,
             segment.skipped,
             segment.data,
-            (-rel) as u32,
+            rel.min(0).unsigned_abs() as u32,
             segment.ts,
             target,
         );

@@ -116,6 +116,8 @@ struct PendingRequest {
     start: UnixNanos,
     head: bool,
     connect: bool,
+    /// Stands for a request whose head was lost in a gap: its response is passed over.
+    lost: bool,
 }
 
 /// A response whose head is parsed and whose body is still passing.
@@ -148,6 +150,10 @@ pub struct Http1Parser {
     client: SideState,
     server: SideState,
     pending: VecDeque<PendingRequest>,
+    /// Calls decided by a `gap` (which has no output), emitted by the next call that has one.
+    ready: Vec<ParsedCall>,
+    /// When the newest bytes were seen.
+    last_ts: UnixNanos,
     version: &'static str,
     stats: ParserStats,
 }
@@ -165,6 +171,8 @@ impl Http1Parser {
             client: SideState::new(),
             server: SideState::new(),
             pending: VecDeque::new(),
+            ready: Vec::new(),
+            last_ts: 0,
             version: "1.1",
             stats: ParserStats::default(),
         }
@@ -222,6 +230,7 @@ impl Http1Parser {
                             let pending = PendingRequest {
                                 head: method == "HEAD",
                                 connect: method == "CONNECT",
+                                lost: false,
                                 request: HttpRequest { method, path, host },
                                 start: ts,
                             };
@@ -312,7 +321,7 @@ impl Http1Parser {
                                 self.version = "1.0";
                             }
                             let body = response_body(&response, status);
-                            let Some(request) = self.pending.pop_front() else {
+                            let Some(request) = self.pending.pop_front().filter(|r| !r.lost) else {
                                 // A response to a request we never saw (joined mid-stream or lost it).
                                 self.server.in_flight = None;
                                 match body {
@@ -493,6 +502,8 @@ impl Parser for Http1Parser {
         ts: UnixNanos,
         calls: &mut Vec<ParsedCall>,
     ) -> Feed {
+        self.last_ts = ts;
+        calls.append(&mut self.ready);
         match side {
             Side::Client => self.feed_client(data, ts),
             Side::Server => self.feed_server(data, ts, calls),
@@ -500,19 +511,47 @@ impl Parser for Http1Parser {
     }
 
     fn gap(&mut self, side: Side, _len: u64) {
-        let state = &mut self.side_mut(side).state;
-        if *state != State::Done {
-            *state = State::Resync;
+        let state = self.side_mut(side).state;
+        if state == State::Done {
+            return;
         }
-        if side == Side::Server {
-            // The response that was passing is lost; its request is reported without one at close.
-            if let Some(in_flight) = self.server.in_flight.take() {
-                self.pending.push_front(in_flight.request);
+        self.side_mut(side).state = State::Resync;
+        match side {
+            // Lost bytes that start where a request would: a request was lost, and its response must
+            // not be paired with the next one.
+            Side::Client if state == State::Head => {
+                self.pending.push_back(PendingRequest {
+                    request: HttpRequest {
+                        method: String::new(),
+                        path: String::new(),
+                        host: None,
+                    },
+                    start: self.last_ts,
+                    head: false,
+                    connect: false,
+                    lost: true,
+                });
+            }
+            Side::Client => {}
+            Side::Server => {
+                if let Some(in_flight) = self.server.in_flight.take() {
+                    // The rest of a response whose status line was seen.
+                    let call = self.complete(in_flight, self.last_ts);
+                    self.ready.push(call);
+                } else if state == State::Head {
+                    // The lost bytes held the start of the response to the oldest request.
+                    if let Some(request) = self.pending.pop_front().filter(|r| !r.lost) {
+                        let call = self.unanswered(request, self.last_ts);
+                        self.ready.push(call);
+                    }
+                }
             }
         }
     }
 
     fn skip_done(&mut self, side: Side, ts: UnixNanos, calls: &mut Vec<ParsedCall>) {
+        self.last_ts = ts;
+        calls.append(&mut self.ready);
         let state = self.side_mut(side).state;
         match state {
             State::SkippingBody => {
@@ -529,11 +568,15 @@ impl Parser for Http1Parser {
     }
 
     fn close(&mut self, ts: UnixNanos, calls: &mut Vec<ParsedCall>) {
+        calls.append(&mut self.ready);
         if let Some(in_flight) = self.server.in_flight.take() {
             // A body delimited by the close, or one cut short: the status line was seen.
             calls.push(self.complete(in_flight, ts));
         }
         while let Some(request) = self.pending.pop_front() {
+            if request.lost {
+                continue;
+            }
             calls.push(self.unanswered(request, ts));
         }
     }

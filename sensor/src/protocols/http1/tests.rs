@@ -1,1 +1,684 @@
+//! HTTP/1 parser cases, driven through the real `flow::stream::Stream` so that the skip requests the
+//! parser makes are applied exactly as the flow layer applies them.
 
+use super::*;
+use crate::flow::stream::{Segment, Stream, StreamLimits, Target};
+
+/// One connection: the parser, one `Stream` per side, and the next sequence number of each side.
+struct Conn {
+    parser: Http1Parser,
+    streams: [Stream; 2],
+    seq: [u32; 2],
+    calls: Vec<ParsedCall>,
+    ts: UnixNanos,
+}
+
+fn index(side: Side) -> usize {
+    match side {
+        Side::Client => 0,
+        Side::Server => 1,
+    }
+}
+
+impl Conn {
+    fn new() -> Self {
+        Self::with_seq([1000, 5_000_000])
+    }
+
+    fn with_seq(seq: [u32; 2]) -> Self {
+        Self {
+            parser: Http1Parser::new(),
+            streams: [
+                Stream::new(StreamLimits::default()),
+                Stream::new(StreamLimits::default()),
+            ],
+            seq,
+            calls: Vec::new(),
+            ts: 1_000,
+        }
+    }
+
+    /// `payload_len` bytes of `side` of which `data` (a prefix) were captured.
+    fn segment(&mut self, side: Side, payload_len: u32, data: &[u8]) {
+        self.ts += 1_000;
+        let i = index(side);
+        let segment = Segment {
+            seq: self.seq[i],
+            payload_len,
+            skipped: 0,
+            data,
+            ts: self.ts,
+        };
+        self.seq[i] = self.seq[i].wrapping_add(payload_len);
+        let mut target = Target {
+            parser: Some(&mut self.parser),
+            side,
+            calls: &mut self.calls,
+        };
+        self.streams[i].segment(&segment, &mut target);
+    }
+
+    fn send(&mut self, side: Side, data: &[u8]) {
+        let len = u32::try_from(data.len()).expect("test segment fits u32");
+        self.segment(side, len, data);
+    }
+
+    fn client(&mut self, data: &[u8]) {
+        self.send(Side::Client, data);
+    }
+
+    fn server(&mut self, data: &[u8]) {
+        self.send(Side::Server, data);
+    }
+
+    /// `len` bytes of `side` went by without being captured.
+    fn lose(&mut self, side: Side, len: u32) {
+        self.segment(side, len, &[]);
+    }
+
+    fn close(&mut self) {
+        self.ts += 1_000;
+        self.parser.close(self.ts, &mut self.calls);
+    }
+
+    fn take(&mut self) -> Vec<Summary> {
+        self.calls.drain(..).map(summary).collect()
+    }
+}
+
+/// The parts of a call the cases assert on.
+#[derive(Debug, PartialEq, Eq)]
+struct Summary {
+    method: String,
+    path: String,
+    host: Option<String>,
+    status: Option<u16>,
+    outcome: CallStatus,
+}
+
+fn summary(call: ParsedCall) -> Summary {
+    let Request::Http(request) = call.request;
+    Summary {
+        method: request.method,
+        path: request.path,
+        host: request.host,
+        status: call.response.map(|Response::Http(r)| r.status),
+        outcome: call.status,
+    }
+}
+
+fn ok(method: &str, path: &str, host: Option<&str>, status: u16) -> Summary {
+    Summary {
+        method: method.into(),
+        path: path.into(),
+        host: host.map(Into::into),
+        status: Some(status),
+        outcome: if status >= 500 {
+            CallStatus::Error
+        } else {
+            CallStatus::Ok
+        },
+    }
+}
+
+fn unanswered(method: &str, path: &str, host: Option<&str>) -> Summary {
+    Summary {
+        method: method.into(),
+        path: path.into(),
+        host: host.map(Into::into),
+        status: None,
+        outcome: CallStatus::NoResponse,
+    }
+}
+
+#[test]
+fn keep_alive_requests_then_responses() {
+    let mut c = Conn::new();
+    c.client(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n");
+    c.client(b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(c.calls.is_empty());
+    // Content-Length body "hello".
+    c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+    c.server(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    c.client(b"GET /c HTTP/1.1\r\nHost: h\r\n\r\n");
+    c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    c.close();
+    assert_eq!(
+        c.take(),
+        vec![
+            ok("GET", "/a", Some("h"), 200),
+            ok("GET", "/b", Some("h"), 404),
+            ok("GET", "/c", Some("h"), 200),
+        ]
+    );
+}
+
+#[test]
+fn call_times_are_first_request_byte_and_last_response_byte() {
+    let mut c = Conn::new();
+    c.client(b"GET /a HTTP/1.1\r\n\r\n"); // ts 2000
+    c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab"); // ts 3000
+    c.server(b"cd"); // ts 4000: the body's last byte
+    assert_eq!(c.calls.len(), 1);
+    assert_eq!((c.calls[0].start, c.calls[0].end), (2_000, 4_000));
+    assert_eq!(c.calls[0].version, Some("1.1"));
+}
+
+#[test]
+fn pipelining_three_requests_three_responses_in_one_buffer_each() {
+    let mut c = Conn::new();
+    c.client(
+        b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n\
+          GET /2 HTTP/1.1\r\nHost: h\r\n\r\n\
+          GET /3 HTTP/1.1\r\nHost: h\r\n\r\n",
+    );
+    c.server(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none\
+          HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\ntwo\r\n0\r\n\r\n\
+          HTTP/1.1 202 Accepted\r\nContent-Length: 5\r\n\r\nthree",
+    );
+    assert_eq!(
+        c.take(),
+        vec![
+            ok("GET", "/1", Some("h"), 200),
+            ok("GET", "/2", Some("h"), 201),
+            ok("GET", "/3", Some("h"), 202),
+        ]
+    );
+}
+
+#[test]
+fn content_length_bodies_on_requests_and_responses() {
+    let mut c = Conn::new();
+    // A request body that looks like a request line must be skipped, not parsed.
+    c.client(b"POST /form HTTP/1.1\r\nHost: h\r\nContent-Length: 16\r\n\r\nGET /no HTTP/1.1");
+    c.client(b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc");
+    // A response body that looks like a status line.
+    c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\nHTTP/1.1 500 Oops");
+    c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n!");
+    c.close();
+    assert_eq!(
+        c.take(),
+        vec![
+            ok("POST", "/form", Some("h"), 200),
+            ok("PUT", "/x", Some("h"), 200),
+        ]
+    );
+}
+
+#[test]
+fn chunked_response_with_extensions_and_trailers() {
+    let mut c = Conn::new();
+    c.client(b"GET /chunks HTTP/1.1\r\nHost: h\r\n\r\nGET /after HTTP/1.1\r\nHost: h\r\n\r\n");
+    c.server(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n\
+          5;name=value\r\nhello\r\n\
+          A; ext\r\n0123456789\r\n",
+    );
+    assert!(c.calls.is_empty(), "not complete before the last chunk");
+    c.server(b"0;last\r\nX-Checksum: abc\r\nX-Other: d\r\n\r\n");
+    assert_eq!(c.take(), vec![ok("GET", "/chunks", Some("h"), 200)]);
+    c.server(b"HTTP/1.1 204 No Content\r\n\r\n");
+    assert_eq!(c.take(), vec![ok("GET", "/after", Some("h"), 204)]);
+}
+
+#[test]
+fn chunked_request_body() {
+    let mut c = Conn::new();
+    c.client(
+        b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
+          4\r\nGET \r\n0\r\n\r\n\
+          GET /next HTTP/1.1\r\n\r\n",
+    );
+    c.server(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(
+        c.take(),
+        vec![
+            ok("POST", "/up", Some("h"), 200),
+            ok("GET", "/next", None, 200)
+        ]
+    );
+}
+
+#[test]
+fn expect_100_continue_is_one_call() {
+    let mut c = Conn::new();
+    c.client(
+        b"POST /upload HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
+    );
+    c.server(b"HTTP/1.1 100 Continue\r\n\r\n");
+    assert!(c.calls.is_empty());
+    c.client(b"data");
+    c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    c.close();
+    assert_eq!(c.take(), vec![ok("POST", "/upload", Some("h"), 200)]);
+}
+
+#[test]
+fn head_response_has_no_body_despite_content_length() {
+    let mut c = Conn::new();
+    c.client(b"HEAD /big HTTP/1.1\r\nHost: h\r\n\r\nGET /small HTTP/1.1\r\nHost: h\r\n\r\n");
+    c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
+    assert_eq!(c.take(), vec![ok("HEAD", "/big", Some("h"), 200)]);
+    assert_eq!(c.streams[1].pending_skip(), 0);
+    c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx");
+    assert_eq!(c.take(), vec![ok("GET", "/small", Some("h"), 200)]);
+}
+
+#[test]
+fn no_body_for_204_and_304() {
+    let mut c = Conn::new();
+    c.client(b"DELETE /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n");
+    // 204 and 304 with a Content-Length header (legal for 304) still have no body.
+    c.server(b"HTTP/1.1 204 No Content\r\n\r\n");
+    c.server(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1234\r\n\r\n");
+    c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(
+        c.take(),
+        vec![
+            ok("DELETE", "/a", None, 204),
+            ok("GET", "/b", None, 304),
+            ok("GET", "/c", None, 200)
+        ]
+    );
+}
+
+#[test]
+fn response_delimited_by_close_is_emitted_at_close() {
+    let mut c = Conn::new();
+    c.client(b"GET /stream HTTP/1.0\r\n\r\n");
+    c.server(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nsome body ");
+    c.server(b"HTTP/1.1 500 not a status line, body bytes");
+    assert!(c.calls.is_empty());
+    c.close();
+    let calls = std::mem::take(&mut c.calls);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].version, Some("1.0"));
+    assert_eq!(calls[0].end, c.ts, "ends at the close");
+    assert_eq!(
+        calls.into_iter().map(summary).collect::<Vec<_>>(),
+        vec![ok("GET", "/stream", None, 200)]
+    );
+}
+
+#[test]
+fn switching_protocols_is_one_call_then_nothing() {
+    let mut c = Conn::new();
+    c.client(b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+    c.server(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello");
+    // Frames that happen to look like HTTP are not parsed any more.
+    c.client(b"GET /not-http HTTP/1.1\r\n\r\n");
+    c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    c.close();
+    assert_eq!(c.take(), vec![ok("GET", "/ws", Some("h"), 101)]);
+}
+
+#[test]
+fn connect_tunnel_is_one_call_then_nothing() {
+    let mut c = Conn::new();
+    c.client(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
+    c.server(b"HTTP/1.1 200 Connection established\r\n\r\n");
+    c.client(b"\x16\x03\x01\x02\x00GET / HTTP/1.1\r\n\r\n");
+    c.close();
+    assert_eq!(
+        c.take(),
+        vec![ok(
+            "CONNECT",
+            "example.com:443",
+            Some("example.com:443"),
+            200
+        )]
+    );
+}
+
+#[test]
+fn request_without_response_is_no_response_at_close() {
+    let mut c = Conn::new();
+    c.client(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n");
+    c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    c.client(b"GET /lost HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(c.take(), vec![ok("GET", "/a", Some("h"), 200)]);
+    c.close();
+    let calls = std::mem::take(&mut c.calls);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].end, c.ts);
+    assert_eq!(
+        summary(calls[0].clone()),
+        unanswered("GET", "/lost", Some("h"))
+    );
+}
+
+#[test]
+fn server_errors_are_error_client_errors_are_ok() {
+    let mut c = Conn::new();
+    c.client(b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n");
+    c.server(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+    c.server(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 3\r\n\r\nbad");
+    c.server(b"HTTP/1.1 499 Client Closed\r\nContent-Length: 0\r\n\r\n");
+    let calls = c.take();
+    assert_eq!(
+        calls.iter().map(|s| s.outcome).collect::<Vec<_>>(),
+        vec![CallStatus::Error, CallStatus::Error, CallStatus::Ok]
+    );
+}
+
+#[test]
+fn absolute_form_target_gives_path_and_host() {
+    let mut c = Conn::new();
+    c.client(b"GET http://host/p?q=1 HTTP/1.1\r\n\r\n");
+    c.client(b"GET http://target.example:8080 HTTP/1.1\r\n\r\n");
+    // The Host header wins over the target's host.
+    c.client(b"GET https://in-target/x HTTP/1.1\r\nHost: header\r\n\r\n");
+    for _ in 0..3 {
+        c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    }
+    assert_eq!(
+        c.take(),
+        vec![
+            ok("GET", "/p", Some("host"), 200),
+            ok("GET", "/", Some("target.example:8080"), 200),
+            ok("GET", "/x", Some("header"), 200),
+        ]
+    );
+}
+
+#[test]
+fn query_and_fragment_are_dropped_from_path() {
+    let mut c = Conn::new();
+    c.client(b"GET /search?token=secret&q=x HTTP/1.1\r\nHost: h\r\n\r\n");
+    c.client(b"GET /page#frag HTTP/1.1\r\nHost: h\r\n\r\n");
+    c.client(b"GET /?only=query HTTP/1.1\r\nHost: h\r\n\r\n");
+    for _ in 0..3 {
+        c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    }
+    assert_eq!(
+        c.take(),
+        vec![
+            ok("GET", "/search", Some("h"), 200),
+            ok("GET", "/page", Some("h"), 200),
+            ok("GET", "/", Some("h"), 200),
+        ]
+    );
+}
+
+#[test]
+fn http_1_0_version() {
+    let mut c = Conn::new();
+    c.client(b"GET /old HTTP/1.0\r\nHost: h\r\n\r\n");
+    c.server(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi");
+    assert_eq!(c.calls.len(), 1);
+    assert_eq!(c.calls[0].version, Some("1.0"));
+    assert_eq!(c.take(), vec![ok("GET", "/old", Some("h"), 200)]);
+}
+
+#[test]
+fn gap_inside_response_head_resynchronises() {
+    let mut c = Conn::new();
+    c.client(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n");
+    c.server(b"HTTP/1.1 200 OK\r\nContent-");
+    // The rest of response 1 ("Length: 2\r\n\r\nok") was not captured.
+    c.lose(Side::Server, 17);
+    c.client(b"GET /2 HTTP/1.1\r\nHost: h\r\n\r\n");
+    c.server(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    c.client(b"GET /3 HTTP/1.1\r\nHost: h\r\n\r\n");
+    c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc");
+    c.close();
+    assert_eq!(
+        c.take(),
+        vec![
+            unanswered("GET", "/1", Some("h")),
+            ok("GET", "/2", Some("h"), 404),
+            ok("GET", "/3", Some("h"), 200),
+        ]
+    );
+}
+
+#[test]
+fn gap_inside_response_body_keeps_the_seen_status() {
+    let mut c = Conn::new();
+    c.client(b"GET /1 HTTP/1.1\r\n\r\n");
+    c.server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123");
+    // The rest of the chunk, the last chunk, and the start of response 2 were lost: response 2
+    // has nothing to be paired with.
+    c.lose(Side::Server, 200);
+    c.client(b"GET /2 HTTP/1.1\r\n\r\n");
+    c.server(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+    c.close();
+    assert_eq!(
+        c.take(),
+        vec![ok("GET", "/1", None, 200), ok("GET", "/2", None, 201)]
+    );
+}
+
+#[test]
+fn gap_on_client_side_resynchronises() {
+    let mut c = Conn::new();
+    c.client(b"GET /1 HTTP/1.1\r\n\r\n");
+    c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    c.client(b"GET /lost");
+    c.lose(Side::Client, 40);
+    c.client(b"garbage\r\nPOST /3 HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    // The response to the lost request, then the one to POST /3.
+    c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    c.server(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
+    c.close();
+    let calls = c.take();
+    assert_eq!(calls[0], ok("GET", "/1", None, 200));
+    assert_eq!(
+        calls.last(),
+        Some(&ok("POST", "/3", None, 202)),
+        "the response to the lost request must not be paired with POST /3: {calls:?}"
+    );
+}
+
+#[test]
+fn garbage_before_a_response_is_passed_over() {
+    let mut c = Conn::new();
+    c.client(b"GET /1 HTTP/1.1\r\n\r\n");
+    c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    c.client(b"GET /2 HTTP/1.1\r\n\r\n");
+    c.server(b"\x00\x01 junk\r\nHTTP/1.1 302 Found\r\nContent-Length: 0\r\n\r\n");
+    c.close();
+    let calls = c.take();
+    assert_eq!(calls[0], ok("GET", "/1", None, 200));
+    assert_eq!(calls[1], ok("GET", "/2", None, 302));
+    assert!(c.parser.stats().malformed >= 1);
+}
+
+/// A small deterministic generator, so failures reproduce.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn random_bytes_never_panic() {
+    let pieces: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\n",
+        b"HTTP/1.1 200 OK\r\n",
+        b"HTTP/1.1 101 x\r\n",
+        b"HTTP/1.1 100 x\r\n",
+        b"Content-Length: 5\r\n",
+        b"Content-Length: 99999999999999999999\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"\r\n",
+        b"ffffffffffffffff\r\n",
+        b"3;x\r\nabc\r\n",
+        b"0\r\n\r\n",
+        b"\x00\xff\r",
+        b"HEAD /x HTTP/1.0\r\n",
+    ];
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    for _ in 0..2_000 {
+        let mut c = Conn::new();
+        for _ in 0..rng.below(20) {
+            let side = if rng.below(2) == 0 {
+                Side::Client
+            } else {
+                Side::Server
+            };
+            let mut data = Vec::new();
+            for _ in 0..rng.below(6) {
+                if rng.below(3) == 0 {
+                    let len = rng.below(40);
+                    data.extend((0..len).map(|_| rng.next() as u8));
+                } else {
+                    data.extend_from_slice(pieces[rng.below(pieces.len() as u64) as usize]);
+                }
+            }
+            if rng.below(10) == 0 {
+                c.lose(side, rng.below(100) as u32 + 1);
+            }
+            c.send(side, &data);
+        }
+        c.close();
+        for call in &c.calls {
+            assert!(call.end >= call.start);
+        }
+    }
+}
+
+#[test]
+fn probe_detects_requests_and_responses() {
+    let server = Detection::Match {
+        protocol: Known::Http1,
+        sender: Side::Server,
+    };
+    let client = Detection::Match {
+        protocol: Known::Http1,
+        sender: Side::Client,
+    };
+    assert_eq!(probe(b"HTTP/1.1 200 OK\r\n"), server);
+    assert_eq!(probe(b"GET / HTTP/1.1\r\n"), client);
+    assert_eq!(probe(b"PROPFIND /x"), client);
+    assert_eq!(probe(b""), Detection::NeedMore);
+    assert_eq!(probe(b"HT"), Detection::NeedMore);
+    assert_eq!(probe(b"GE"), Detection::NeedMore);
+    assert_eq!(probe(b"GET"), Detection::NeedMore);
+    assert_eq!(probe(b"GETX / HTTP/1.1"), Detection::NoMatch);
+    assert_eq!(probe(b"\x16\x03\x01"), Detection::NoMatch);
+    assert_eq!(probe(b"SSH-2.0-OpenSSH"), Detection::NoMatch);
+}
+
+// --- Split at every offset -------------------------------------------------------------------
+
+/// A conversation of several exchanges: keep-alive, a request body, a chunked response with an
+/// extension and a trailer, a Content-Length response, 100-continue, and a 304.
+const CLIENT: &[u8] = b"GET /index.html?x=1 HTTP/1.1\r\nHost: example\r\n\r\n\
+POST /api/items HTTP/1.1\r\nHost: example\r\nContent-Length: 13\r\n\r\n{\"name\":\"a\"}\n\
+PUT /upload HTTP/1.1\r\nHost: example\r\nExpect: 100-continue\r\nContent-Length: 6\r\n\r\nABCDEF\
+GET /cached HTTP/1.1\r\nHost: example\r\n\r\n\
+GET /missing HTTP/1.1\r\nHost: example\r\n\r\n";
+
+const SERVER: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+7;ext=1\r\n<html>\n\r\n\
+10\r\n0123456789abcdef\r\n\
+0\r\nX-Trailer: yes\r\n\r\n\
+HTTP/1.1 201 Created\r\nContent-Length: 11\r\n\r\n{\"id\":123}\n\
+HTTP/1.1 100 Continue\r\n\r\n\
+HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\nfail\
+HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n\
+HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nnot found";
+
+/// Delivers the client stream then the server stream, each cut at the given offsets.
+fn deliver(client_cuts: &[usize], server_cuts: &[usize]) -> Vec<Summary> {
+    let mut c = Conn::with_seq([u32::MAX - 100, 7]);
+    for (side, data, cuts) in [
+        (Side::Client, CLIENT, client_cuts),
+        (Side::Server, SERVER, server_cuts),
+    ] {
+        let mut from = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&data.len())) {
+            c.send(side, &data[from..cut]);
+            from = cut;
+        }
+    }
+    c.close();
+    assert!(c.streams.iter().all(|s| s.stats.gaps == 0));
+    c.take()
+}
+
+fn expected_conversation() -> Vec<Summary> {
+    let h = Some("example");
+    vec![
+        ok("GET", "/index.html", h, 200),
+        ok("POST", "/api/items", h, 201),
+        ok("PUT", "/upload", h, 500),
+        ok("GET", "/cached", h, 304),
+        ok("GET", "/missing", h, 404),
+    ]
+}
+
+#[test]
+fn conversation_delivered_whole() {
+    assert_eq!(deliver(&[], &[]), expected_conversation());
+}
+
+#[test]
+fn conversation_split_at_every_offset() {
+    let whole = deliver(&[], &[]);
+    for cut in 0..=CLIENT.len() {
+        assert_eq!(deliver(&[cut], &[]), whole, "client split at {cut}");
+    }
+    for cut in 0..=SERVER.len() {
+        assert_eq!(deliver(&[], &[cut]), whole, "server split at {cut}");
+    }
+}
+
+#[test]
+fn conversation_one_byte_at_a_time() {
+    let client: Vec<usize> = (1..CLIENT.len()).collect();
+    let server: Vec<usize> = (1..SERVER.len()).collect();
+    assert_eq!(deliver(&client, &[]), expected_conversation());
+    assert_eq!(deliver(&[], &server), expected_conversation());
+    assert_eq!(deliver(&client, &server), expected_conversation());
+}
+
+#[test]
+fn conversation_interleaved_exchange_by_exchange() {
+    // Each request, then its response, as a real keep-alive connection would carry them.
+    let mut c = Conn::new();
+    let requests = split_before(CLIENT, &[b"GET /", b"POST /", b"PUT /"]);
+    let responses = split_before(SERVER, &[b"HTTP/1.1 "]);
+    assert_eq!((requests.len(), responses.len()), (5, 6));
+    c.client(requests[0]);
+    c.server(responses[0]);
+    c.client(requests[1]);
+    c.server(responses[1]);
+    c.client(&requests[2][..requests[2].len() - 6]);
+    c.server(responses[2]); // 100 Continue
+    c.client(&requests[2][requests[2].len() - 6..]);
+    c.server(responses[3]);
+    c.client(requests[3]);
+    c.server(responses[4]);
+    c.client(requests[4]);
+    c.server(responses[5]);
+    c.close();
+    assert_eq!(c.take(), expected_conversation());
+}
+
+/// Cuts `data` before every occurrence of one of `markers` (none occurs inside a body here).
+fn split_before<'a>(data: &'a [u8], markers: &[&[u8]]) -> Vec<&'a [u8]> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    for at in 1..data.len() {
+        if markers.iter().any(|m| data[at..].starts_with(m)) {
+            out.push(&data[from..at]);
+            from = at;
+        }
+    }
+    out.push(&data[from..]);
+    out
+}
