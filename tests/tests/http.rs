@@ -17,22 +17,14 @@ fn podtap() -> Podtap {
     Podtap::start(RUN_S, &[]).expect("podtap run")
 }
 
-#[test]
-fn a_curl_to_nginx_across_the_veth() {
-    let pair = PodPair::new(CgroupDriver::Systemd, CgroupDriver::Cgroupfs).expect("pods");
-    let nginx = Nginx::start(&pair.b, 0, 8080).expect("nginx");
+/// One curl per path from pod a to a server in pod b; asserts exactly those calls, both ends named.
+fn curl_each_path(pair: &PodPair, port: u16, url: impl Fn(&str) -> String, cases: &[(&str, u16)]) {
     let mut tap = podtap();
-    let server = EndExpect::new(pair.b.ip, Some(8080), pair.b.container());
-    let host = format!("{}:8080", pair.b.ip);
+    let server = EndExpect::new(pair.b.ip, Some(port), pair.b.container());
+    let host = format!("{}:{port}", pair.b.ip);
     let mut expected = Vec::new();
-    for (path, status) in [
-        ("/items/1", 200),
-        ("/items/2", 200),
-        ("/small.txt", 200),
-        ("/empty", 204),
-        ("/fail", 503),
-    ] {
-        let (pid, codes) = curl_codes(&pair.a, 0, &[nginx.url(path)]).expect("curl");
+    for &(path, status) in cases {
+        let (pid, codes) = curl_codes(&pair.a, 0, &[url(path)]).expect("curl");
         assert_eq!(codes, vec![status]);
         let client = EndExpect::new(pair.a.ip, None, pair.a.container()).process(pid, "curl");
         expected.push(call(
@@ -51,36 +43,31 @@ fn a_curl_to_nginx_across_the_veth() {
 }
 
 #[test]
+fn a_curl_to_nginx_across_the_veth() {
+    let pair = PodPair::new(CgroupDriver::Systemd, CgroupDriver::Cgroupfs).expect("pods");
+    let nginx = Nginx::start(&pair.b, 0, 8080).expect("nginx");
+    let cases = [
+        ("/items/1", 200),
+        ("/items/2", 200),
+        ("/small.txt", 200),
+        ("/empty", 204),
+        ("/fail", 503),
+    ];
+    curl_each_path(&pair, 8080, |path| nginx.url(path), &cases);
+}
+
+#[test]
 fn b_curl_to_python_http_server() {
     let pair = PodPair::new(CgroupDriver::Cgroupfs, CgroupDriver::Systemd).expect("pods");
     let py = PythonServer::http_server(&pair.b, 0, 8000).expect("http.server");
-    let mut tap = podtap();
-    let server = EndExpect::new(pair.b.ip, Some(8000), pair.b.container());
-    let host = format!("{}:8000", pair.b.ip);
-    let mut expected = Vec::new();
-    for (path, status) in [
+    let cases = [
         ("/items/1", 200),
         ("/items/2", 200),
         ("/small.txt", 200),
         ("/missing", 404),
         ("/items/3", 200),
-    ] {
-        let (pid, codes) = curl_codes(&pair.a, 0, &[py.url(path)]).expect("curl");
-        assert_eq!(codes, vec![status]);
-        let client = EndExpect::new(pair.a.ip, None, pair.a.container()).process(pid, "curl");
-        expected.push(call(
-            "GET",
-            path,
-            Some(host.clone()),
-            status,
-            client,
-            server.clone(),
-        ));
-    }
-    tap.wait_records(&pair.ips(), expected.len(), SETTLE);
-    let out = tap.stop().expect("stop");
-    out.assert_clean_exit();
-    assert_calls(&out.records_for(&pair.ips()), &expected);
+    ];
+    curl_each_path(&pair, 8000, |path| py.url(path), &cases);
 }
 
 #[test]

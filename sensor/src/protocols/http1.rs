@@ -188,29 +188,11 @@ impl Http1Parser {
     fn feed_client(&mut self, data: &[u8], ts: UnixNanos) -> Feed {
         let mut consumed = 0;
         loop {
-            let rest = &data[consumed..];
-            if rest.is_empty() {
-                return Feed { consumed, skip: 0 };
+            if let Some(feed) = self.between_messages(Side::Client, data, &mut consumed) {
+                return feed;
             }
+            let rest = &data[consumed..];
             match self.client.state {
-                State::Done => {
-                    return Feed {
-                        consumed: data.len(),
-                        skip: 0,
-                    }
-                }
-                State::Resync => match find_message_start(rest, Side::Client) {
-                    Some(at) => {
-                        consumed += at;
-                        self.client.state = State::Head;
-                    }
-                    None => {
-                        return Feed {
-                            consumed: consumed + keep_tail(rest),
-                            skip: 0,
-                        }
-                    }
-                },
                 State::Head => {
                     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
                     let mut request = httparse::Request::new(&mut headers);
@@ -274,9 +256,8 @@ impl Http1Parser {
                     None => return self.incomplete(Side::Client, consumed, rest.len()),
                 },
                 // The flow layer never feeds bytes it was asked to skip.
-                State::SkippingBody | State::SkippingChunk => {
-                    self.client.state = State::Head;
-                }
+                // Settled by `between_messages` before this match.
+                State::Done | State::Resync | State::SkippingBody | State::SkippingChunk => {}
             }
         }
     }
@@ -284,29 +265,11 @@ impl Http1Parser {
     fn feed_server(&mut self, data: &[u8], ts: UnixNanos, calls: &mut Vec<ParsedCall>) -> Feed {
         let mut consumed = 0;
         loop {
-            let rest = &data[consumed..];
-            if rest.is_empty() {
-                return Feed { consumed, skip: 0 };
+            if let Some(feed) = self.between_messages(Side::Server, data, &mut consumed) {
+                return feed;
             }
+            let rest = &data[consumed..];
             match self.server.state {
-                State::Done => {
-                    return Feed {
-                        consumed: data.len(),
-                        skip: 0,
-                    }
-                }
-                State::Resync => match find_message_start(rest, Side::Server) {
-                    Some(at) => {
-                        consumed += at;
-                        self.server.state = State::Head;
-                    }
-                    None => {
-                        return Feed {
-                            consumed: consumed + keep_tail(rest),
-                            skip: 0,
-                        }
-                    }
-                },
                 State::Head => {
                     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
                     let mut response = httparse::Response::new(&mut headers);
@@ -412,10 +375,46 @@ impl Http1Parser {
                     }
                     None => return self.incomplete(Side::Server, consumed, rest.len()),
                 },
-                State::SkippingBody | State::SkippingChunk => {
-                    self.server.state = State::Head;
-                }
+                // Settled by `between_messages` before this match.
+                State::Done | State::Resync | State::SkippingBody | State::SkippingChunk => {}
             }
+        }
+    }
+
+    /// What both sides do before parsing a head or chunk line: stop at the end of the data, pass
+    /// everything once HTTP is over, look for the next message after lost bytes, and leave a skip
+    /// state (the flow layer never feeds skipped bytes). `Some`: return this; `None`: parse on from
+    /// `consumed`, which it may have advanced.
+    fn between_messages(&mut self, side: Side, data: &[u8], consumed: &mut usize) -> Option<Feed> {
+        let rest = &data[*consumed..];
+        if rest.is_empty() {
+            return Some(Feed {
+                consumed: *consumed,
+                skip: 0,
+            });
+        }
+        let state = &mut self.side_mut(side).state;
+        match *state {
+            State::Done => Some(Feed {
+                consumed: data.len(),
+                skip: 0,
+            }),
+            State::Resync => match find_message_start(rest, side) {
+                Some(at) => {
+                    *consumed += at;
+                    *state = State::Head;
+                    None
+                }
+                None => Some(Feed {
+                    consumed: *consumed + keep_tail(rest),
+                    skip: 0,
+                }),
+            },
+            State::SkippingBody | State::SkippingChunk => {
+                *state = State::Head;
+                None
+            }
+            State::Head | State::ChunkSize | State::Trailers => None,
         }
     }
 
