@@ -179,8 +179,26 @@ fn test(extra: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// After the tests: no test network namespace and no orphaned podtap eBPF program may remain.
+/// After the tests: no test network namespace and no orphaned podtap eBPF program may remain. Tracing
+/// programs are freed after an RCU grace period once their link closes, so a few seconds are allowed.
 fn check_leftovers() -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match leftovers() {
+            Err(error) if std::time::Instant::now() < deadline => {
+                log_retry(&error);
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            result => return result,
+        }
+    }
+}
+
+fn log_retry(error: &anyhow::Error) {
+    eprintln!("xtask: waiting for the kernel to release: {error}");
+}
+
+fn leftovers() -> Result<()> {
     let mut problems = Vec::new();
     let ns = podtap_tests::netns::leftover_namespaces()?;
     if !ns.is_empty() {
