@@ -119,6 +119,52 @@ fn step(what: &str, cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Passed and failed tests, summed over cargo's `test result:` lines.
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+}
+
+/// Runs `cargo test`, passing its output through while adding up its result lines.
+fn run_tests(cmd: &mut Command) -> Result<Totals> {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    eprintln!("xtask: cargo test --release");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    let mut totals = Totals::default();
+    let mut out = std::io::stdout().lock();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        writeln!(out, "{line}")?;
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            totals.passed += count_before(rest, " passed");
+            totals.failed += count_before(rest, " failed");
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() {
+        bail!(
+            "cargo test --release failed ({status}): {} passed, {} failed",
+            totals.passed,
+            totals.failed
+        );
+    }
+    Ok(totals)
+}
+
+/// The number just before `label` in `ok. 90 passed; 0 failed; ...`.
+fn count_before(text: &str, label: &str) -> u64 {
+    text.split(';')
+        .find_map(|part| part.trim().strip_suffix(label.trim_start()).map(str::trim))
+        .and_then(|n| n.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 fn build_release() -> Result<()> {
     step(
         "cargo build --release -p podtap",
@@ -165,16 +211,20 @@ fn test(extra: &[String]) -> Result<()> {
     )?;
     build_release()?;
     let bin = release_binary();
-    let tests = step(
-        "cargo test --release",
+    let tests = run_tests(
         cargo()
             .args(["test", "--release"])
             .args(extra)
             .env("PODTAP_BIN", &bin),
     );
     let leftovers = check_leftovers();
-    tests?;
+    let totals = tests?;
     leftovers?;
+    // One plain line for whoever reads the end of the log: cargo's last lines are doc-test summaries.
+    println!("tests: {} passed, {} failed", totals.passed, totals.failed);
+    if totals.failed > 0 || totals.passed == 0 {
+        bail!("{} tests failed, {} passed", totals.failed, totals.passed);
+    }
     eprintln!("xtask: all tests passed, nothing left behind");
     Ok(())
 }
@@ -222,5 +272,22 @@ fn leftovers() -> Result<()> {
         Ok(())
     } else {
         bail!("leftovers after the tests:\n  {}", problems.join("\n  "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_before;
+
+    #[test]
+    fn reads_cargo_result_lines() {
+        let line =
+            "FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 2.37s";
+        assert_eq!(count_before(line, " passed"), 3);
+        assert_eq!(count_before(line, " failed"), 1);
+        assert_eq!(
+            count_before("ok. 90 passed; 0 failed; 0 ignored", " passed"),
+            90
+        );
     }
 }
