@@ -13,6 +13,14 @@ const RUN_S: u32 = 120;
 /// How long to wait for records to show up after the traffic.
 const SETTLE: Duration = Duration::from_secs(10);
 
+/// Waits for `n` records of this pair, stops podtap, checks it exited cleanly, returns the pair's records.
+fn finish(tap: &mut Podtap, pair: &PodPair, n: usize) -> Vec<serde_json::Value> {
+    tap.wait_records(&pair.ips(), n, SETTLE);
+    let out = tap.stop().expect("stop");
+    out.assert_clean_exit();
+    out.records_for(&pair.ips())
+}
+
 fn podtap() -> Podtap {
     Podtap::start(RUN_S, &[]).expect("podtap run")
 }
@@ -36,10 +44,7 @@ fn curl_each_path(pair: &PodPair, port: u16, url: impl Fn(&str) -> String, cases
             server.clone(),
         ));
     }
-    tap.wait_records(&pair.ips(), expected.len(), SETTLE);
-    let out = tap.stop().expect("stop");
-    out.assert_clean_exit();
-    assert_calls(&out.records_for(&pair.ips()), &expected);
+    assert_calls(&finish(&mut tap, pair, expected.len()), &expected);
 }
 
 #[test]
@@ -93,10 +98,7 @@ fn c_loopback_between_two_containers_of_one_pod() {
             server.clone(),
         ));
     }
-    tap.wait_records(&pair.ips(), expected.len(), SETTLE);
-    let out = tap.stop().expect("stop");
-    out.assert_clean_exit();
-    let records = out.records_for(&pair.ips());
+    let records = finish(&mut tap, &pair, expected.len());
     assert_calls(&records, &expected);
     for r in &records {
         assert_eq!(
@@ -135,10 +137,7 @@ fn d_hundred_requests_on_one_keepalive_connection() {
             )
         })
         .collect();
-    tap.wait_records(&pair.ips(), expected.len(), SETTLE);
-    let out = tap.stop().expect("stop");
-    out.assert_clean_exit();
-    let records = out.records_for(&pair.ips());
+    let records = finish(&mut tap, &pair, expected.len());
     assert_calls(&records, &expected);
     // One connection: one client port for all of them.
     let ports: std::collections::BTreeSet<_> = records
@@ -205,10 +204,7 @@ fn e_pipelined_requests_in_one_write() {
         ),
         call("GET", "/items/p4", host, 200, client, server),
     ];
-    tap.wait_records(&pair.ips(), expected.len(), SETTLE);
-    let out = tap.stop().expect("stop");
-    out.assert_clean_exit();
-    let records = out.records_for(&pair.ips());
+    let records = finish(&mut tap, &pair, expected.len());
     assert_calls(&records, &expected);
     let order: Vec<_> = records
         .iter()
@@ -278,10 +274,7 @@ fn f_chunked_response_and_expect_100_continue() {
     assert_eq!(run.stdout, "201");
     let client = EndExpect::new(pair.a.ip, None, pair.a.container()).process(run.pid, "curl");
     expected.push(call("POST", "/upload", host, 201, client, server));
-    tap.wait_records(&pair.ips(), expected.len(), SETTLE);
-    let out = tap.stop().expect("stop");
-    out.assert_clean_exit();
-    assert_calls(&out.records_for(&pair.ips()), &expected);
+    assert_calls(&finish(&mut tap, &pair, expected.len()), &expected);
 }
 
 #[test]
@@ -324,10 +317,7 @@ fn g_ten_megabyte_response() {
         ),
         call("GET", "/items/after", host, 200, client, server),
     ];
-    tap.wait_records(&pair.ips(), expected.len(), SETTLE);
-    let out = tap.stop().expect("stop");
-    out.assert_clean_exit();
-    assert_calls(&out.records_for(&pair.ips()), &expected);
+    assert_calls(&finish(&mut tap, &pair, expected.len()), &expected);
 }
 
 #[test]
@@ -348,10 +338,7 @@ fn h_connection_opened_before_podtap_started() {
         .iter()
         .map(|p| call("GET", p, host.clone(), 200, c.clone(), server.clone()))
         .collect();
-    tap.wait_records(&pair.ips(), expected.len(), SETTLE);
-    let out = tap.stop().expect("stop");
-    out.assert_clean_exit();
-    assert_calls(&out.records_for(&pair.ips()), &expected);
+    assert_calls(&finish(&mut tap, &pair, expected.len()), &expected);
 }
 
 #[test]
@@ -380,8 +367,5 @@ fn small_max_payload_still_reports_calls() {
         ),
         call("GET", "/big.bin", host, 200, client, server),
     ];
-    tap.wait_records(&pair.ips(), expected.len(), SETTLE);
-    let out = tap.stop().expect("stop");
-    out.assert_clean_exit();
-    assert_calls(&out.records_for(&pair.ips()), &expected);
+    assert_calls(&finish(&mut tap, &pair, expected.len()), &expected);
 }

@@ -15,7 +15,7 @@ use podtap_common::{
     names, SkipKey, SkipValue, COUNTER_COUNT, MAX_PAYLOAD_LIMIT, SKIP_ALL, SKIP_UNTIL_SEQ,
 };
 
-use super::{decode, DecodeError, Event};
+use super::{decode, Event};
 use crate::flow::{SkipKind, SkipRequest};
 use crate::model::Direction;
 
@@ -203,12 +203,8 @@ impl EbpfCapture {
         while let Some(record) = self.ring.next() {
             match decode(&record, self.clock_offset) {
                 Ok(event) => handler(&event),
-                Err(
-                    DecodeError::Short { .. }
-                    | DecodeError::UnknownKind { .. }
-                    | DecodeError::PayloadLength { .. }
-                    | DecodeError::Family { .. },
-                ) => {
+                Err(error) => {
+                    log::debug!("undecodable ring buffer record: {error}");
                     self.decode_errors += 1;
                 }
             }

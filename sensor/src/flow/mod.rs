@@ -9,11 +9,7 @@
 
 pub mod stream;
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, SocketAddr},
-    num::NonZeroUsize,
-};
+use std::{collections::HashMap, net::SocketAddr, num::NonZeroUsize};
 
 use lru::LruCache;
 
@@ -658,12 +654,6 @@ impl FlowTable {
             self.close(cookie, ts, calls, skips);
         }
     }
-}
-
-/// The address family helper capture sources use.
-#[must_use]
-pub fn socket_addr(ip: IpAddr, port: u16) -> SocketAddr {
-    SocketAddr::new(ip, port)
 }
 
 #[cfg(test)]

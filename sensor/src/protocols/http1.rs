@@ -243,19 +243,11 @@ impl Http1Parser {
                         }
                     }
                 }
-                State::ChunkSize | State::Trailers => match self.chunk_line(Side::Client, rest) {
-                    Some(feed) => {
-                        consumed += feed.consumed;
-                        if feed.skip > 0 {
-                            return Feed {
-                                consumed,
-                                skip: feed.skip,
-                            };
-                        }
+                State::ChunkSize | State::Trailers => {
+                    if let Some(feed) = self.chunk_step(Side::Client, rest, &mut consumed) {
+                        return feed;
                     }
-                    None => return self.incomplete(Side::Client, consumed, rest.len()),
-                },
-                // The flow layer never feeds bytes it was asked to skip.
+                }
                 // Settled by `between_messages` before this match.
                 State::Done | State::Resync | State::SkippingBody | State::SkippingChunk => {}
             }
@@ -358,23 +350,17 @@ impl Http1Parser {
                         }
                     }
                 }
-                State::ChunkSize | State::Trailers => match self.chunk_line(Side::Server, rest) {
-                    Some(feed) => {
-                        consumed += feed.consumed;
-                        if feed.skip > 0 {
-                            return Feed {
-                                consumed,
-                                skip: feed.skip,
-                            };
-                        }
-                        if self.server.state == State::Head {
-                            if let Some(in_flight) = self.server.in_flight.take() {
-                                calls.push(self.complete(in_flight, ts));
-                            }
+                State::ChunkSize | State::Trailers => {
+                    if let Some(feed) = self.chunk_step(Side::Server, rest, &mut consumed) {
+                        return feed;
+                    }
+                    if self.server.state == State::Head {
+                        // The last trailer line: the chunked response is complete.
+                        if let Some(in_flight) = self.server.in_flight.take() {
+                            calls.push(self.complete(in_flight, ts));
                         }
                     }
-                    None => return self.incomplete(Side::Server, consumed, rest.len()),
-                },
+                }
                 // Settled by `between_messages` before this match.
                 State::Done | State::Resync | State::SkippingBody | State::SkippingChunk => {}
             }
@@ -415,6 +401,21 @@ impl Http1Parser {
                 None
             }
             State::Head | State::ChunkSize | State::Trailers => None,
+        }
+    }
+
+    /// One chunk-size or trailer line of `side`, advancing `consumed` past it. `Some`: return this
+    /// (a chunk to skip, or a line not complete yet); `None`: go on parsing.
+    fn chunk_step(&mut self, side: Side, rest: &[u8], consumed: &mut usize) -> Option<Feed> {
+        match self.chunk_line(side, rest) {
+            Some(feed) => {
+                *consumed += feed.consumed;
+                (feed.skip > 0).then_some(Feed {
+                    consumed: *consumed,
+                    skip: feed.skip,
+                })
+            }
+            None => Some(self.incomplete(side, *consumed, rest.len())),
         }
     }
 
