@@ -116,7 +116,7 @@ impl Endpoint {
     }
 }
 
-/// HTTP request fields of the call record.
+/// HTTP request fields of the call record (HTTP/1.x and HTTP/2).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct HttpRequest {
     pub method: String,
@@ -131,11 +131,128 @@ pub struct HttpResponse {
     pub status: u16,
 }
 
+/// gRPC request fields: the call's method and the HTTP/2 `:authority`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GrpcRequest {
+    /// Fully qualified: `/pkg.Service/Method`.
+    pub method: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+    /// Length-prefixed messages the client sent on the stream (more than one: client streaming).
+    pub messages: u64,
+}
+
+/// gRPC response fields.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GrpcResponse {
+    /// `grpc-status` from the trailers (or from a trailers-only response); absent when they were not seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<u32>,
+    /// HTTP `:status`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Length-prefixed messages the server sent on the stream.
+    pub messages: u64,
+}
+
+/// DNS question of a query.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DnsRequest {
+    pub id: u16,
+    pub name: String,
+    /// `A`, `AAAA`, `CNAME`, ... (or `TYPE65534` for types without a name).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// DNS answer of a response.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DnsResponse {
+    /// `NOERROR`, `NXDOMAIN`, `SERVFAIL`, ...
+    pub rcode: String,
+    /// The answer section's data, one string per record (`93.184.216.34`, `alias.example.com`).
+    pub answers: Vec<String>,
+}
+
+/// A Redis command. Arguments are never exported: `text` shows where they were (`SET key ?`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RedisRequest {
+    /// Upper case (`GET`, `CLIENT SETNAME` keeps only the first word).
+    pub command: String,
+    /// Arguments after the command.
+    pub args: u32,
+    /// Sanitised: the command, its first argument when it is a key, `?` for each other argument.
+    pub text: String,
+}
+
+/// A Redis reply (or a pushed message).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RedisResponse {
+    /// `simple`, `error`, `integer`, `bulk`, `array`, `null`, `map`, `set`, `push`, `double`,
+    /// `boolean`, `verbatim`, `big_number`, `attribute`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The error message of an error reply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A Kafka request header and the topics it names.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KafkaRequest {
+    /// `Produce`, `Fetch`, `Metadata`, ...
+    pub api: String,
+    pub api_version: i16,
+    pub correlation_id: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    pub topics: Vec<String>,
+}
+
+/// A Kafka response, matched to its request by correlation id.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KafkaResponse {
+    /// The first non-zero error code of the response (top level, then per topic/partition), else 0;
+    /// absent when the response body was not decoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<i16>,
+}
+
+/// An AMQP 0-9-1 method (request, or one-way message).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AmqpRequest {
+    /// `class.method`: `basic.publish`, `queue.declare`, `connection.start`, ...
+    pub method: String,
+    pub channel: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_tag: Option<u64>,
+}
+
+/// The method that answers a synchronous AMQP method.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AmqpResponse {
+    /// `queue.declare-ok`, `channel.close`, ...
+    pub method: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_code: Option<u16>,
+}
+
 /// The protocol-specific request part; serialized as the bare object of its protocol.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Request {
     Http(HttpRequest),
+    Grpc(GrpcRequest),
+    Dns(DnsRequest),
+    Redis(RedisRequest),
+    Kafka(KafkaRequest),
+    Amqp(AmqpRequest),
 }
 
 /// The protocol-specific response part.
@@ -143,6 +260,11 @@ pub enum Request {
 #[serde(untagged)]
 pub enum Response {
     Http(HttpResponse),
+    Grpc(GrpcResponse),
+    Dns(DnsResponse),
+    Redis(RedisResponse),
+    Kafka(KafkaResponse),
+    Amqp(AmqpResponse),
 }
 
 /// What a parser knows of one exchange, before the flow layer adds the endpoints.

@@ -80,7 +80,9 @@ fn ours(calls: &[Call]) -> Vec<(String, String, String)> {
     calls
         .iter()
         .map(|c| {
-            let Request::Http(r) = &c.request;
+            let Request::Http(r) = &c.request else {
+                panic!("not an HTTP request")
+            };
             (
                 r.method.clone(),
                 r.path.clone(),
@@ -94,7 +96,10 @@ fn statuses(calls: &[Call]) -> Vec<u16> {
     calls
         .iter()
         .filter_map(|c| c.response.as_ref())
-        .map(|Response::Http(r)| r.status)
+        .map(|r| match r {
+            Response::Http(r) => r.status,
+            other => panic!("not an HTTP response: {other:?}"),
+        })
         .collect()
 }
 
@@ -163,7 +168,9 @@ fn zeek_bro_org_31_requests_31_status_lines() {
     );
     assert_eq!(calls.len(), 31);
     assert!(calls.iter().all(|c| c.response.is_some()), "{calls:?}");
-    let Request::Http(cut) = &calls[5].request;
+    let Request::Http(cut) = &calls[5].request else {
+        panic!("not an HTTP request")
+    };
     assert_eq!(cut.path, "/js/jquery.cycle.all.min.js");
     // Eight connections, all closed by FIN: nothing left for the idle timer.
     assert!(calls.iter().all(|c| c.status == CallStatus::Ok));

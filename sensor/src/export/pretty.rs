@@ -31,17 +31,66 @@ fn endpoint(end: &Endpoint) -> String {
     text
 }
 
+/// The request in a few words: what a person scanning a call list looks for first.
+fn request_text(request: &Request) -> String {
+    match request {
+        Request::Http(r) => format!("{} {}{}", r.method, r.host.as_deref().unwrap_or(""), r.path),
+        Request::Grpc(r) => format!("{}{}", r.authority.as_deref().unwrap_or(""), r.method),
+        Request::Dns(r) => format!("{} {} #{}", r.kind, r.name, r.id),
+        Request::Redis(r) => r.text.clone(),
+        Request::Kafka(r) => {
+            let mut text = format!("{} v{} #{}", r.api, r.api_version, r.correlation_id);
+            if !r.topics.is_empty() {
+                text.push(' ');
+                text.push_str(&r.topics.join(","));
+            }
+            text
+        }
+        Request::Amqp(r) => {
+            let mut text = format!("{} ch{}", r.method, r.channel);
+            for value in [&r.exchange, &r.routing_key, &r.queue]
+                .into_iter()
+                .flatten()
+            {
+                text.push(' ');
+                text.push_str(value);
+            }
+            text
+        }
+    }
+}
+
+fn response_text(response: &Response) -> String {
+    match response {
+        Response::Http(r) => r.status.to_string(),
+        Response::Grpc(r) => r
+            .grpc_status
+            .map_or_else(|| "?".to_owned(), |code| format!("grpc {code}")),
+        Response::Dns(r) => {
+            if r.answers.is_empty() {
+                r.rcode.clone()
+            } else {
+                format!("{} {}", r.rcode, r.answers.join(","))
+            }
+        }
+        Response::Redis(r) => r.error.clone().unwrap_or_else(|| r.kind.clone()),
+        Response::Kafka(r) => r
+            .error_code
+            .map_or_else(|| "?".to_owned(), |code| format!("err {code}")),
+        Response::Amqp(r) => match r.reply_code {
+            Some(code) => format!("{} {code}", r.method),
+            None => r.method.clone(),
+        },
+    }
+}
+
 impl<W: Write> Sink for Pretty<W> {
     fn write(&mut self, call: &Call) -> io::Result<()> {
         let time = crate::model::format_time(call.time);
         let clock = time.get(11..26).unwrap_or(&time);
-        let request = match &call.request {
-            Request::Http(r) => {
-                format!("{} {}{}", r.method, r.host.as_deref().unwrap_or(""), r.path)
-            }
-        };
+        let request = request_text(&call.request);
         let response = match (&call.response, call.status) {
-            (Some(Response::Http(r)), _) => r.status.to_string(),
+            (Some(response), _) => response_text(response),
             (None, CallStatus::NoResponse) => "-".to_owned(),
             (None, _) => "ok".to_owned(),
         };

@@ -17,7 +17,7 @@ use crate::{
     capture::{Event, Owner, Packet},
     model::{Direction, ParsedCall, Side, Transport, UnixNanos},
     protocols::{
-        detect::{detect, Detection},
+        detect::{detect, Detection, Hints},
         Parser, ParserStats,
     },
 };
@@ -382,7 +382,16 @@ impl FlowTable {
                     calls: parsed,
                 };
                 conn.streams[dir].segment(segment, &mut target);
-                match detect(conn.streams[dir].buffered()) {
+                let (sender, receiver) = match direction {
+                    Direction::Egress => (conn.local, conn.remote),
+                    Direction::Ingress => (conn.remote, conn.local),
+                };
+                let hints = Hints {
+                    transport: Transport::Tcp,
+                    sender_port: sender.port(),
+                    receiver_port: receiver.port(),
+                };
+                match detect(conn.streams[dir].buffered(), &hints) {
                     Detection::Match { protocol, sender } => {
                         let local_sent = direction == Direction::Egress;
                         let local_is_client = (sender == Side::Client) == local_sent;
@@ -391,7 +400,7 @@ impl FlowTable {
                         } else {
                             Role::Server
                         });
-                        let mut parser = protocol.parser();
+                        let mut parser = protocol.parser(hints.transport);
                         // Whatever both sides sent before detection, client first.
                         let mut order = [Direction::Egress, Direction::Ingress];
                         if conn.side(Direction::Egress) == Side::Server {

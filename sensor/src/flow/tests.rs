@@ -87,13 +87,15 @@ const REQUEST: &[u8] = b"GET /items?id=1 HTTP/1.1\r\nHost: svc\r\n\r\n";
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
 fn path_and_status(call: &FlowCall) -> (String, Option<u16>, CallStatus) {
-    let Request::Http(request) = &call.parsed.request;
+    let Request::Http(request) = &call.parsed.request else {
+        panic!("not an HTTP request")
+    };
     (
         request.path.clone(),
-        call.parsed
-            .response
-            .as_ref()
-            .map(|Response::Http(r)| r.status),
+        call.parsed.response.as_ref().map(|r| match r {
+            Response::Http(r) => r.status,
+            other => panic!("not an HTTP response: {other:?}"),
+        }),
         call.parsed.status,
     )
 }

@@ -1,8 +1,12 @@
 //! Protocol detection from the first bytes a side sends: which parser to make, and which side of the
 //! connection is the client (a request identifies its sender as the client, a response as the server).
+//!
+//! Content first, port second: every probe looks at the bytes; a probe may accept weaker evidence when
+//! the connection uses its protocol's well-known port (`Hints`). Probes run in order of how specific
+//! their signature is, so a loose one never shadows a strict one.
 
 use super::{http1, Parser};
-use crate::model::Side;
+use crate::model::{Side, Transport};
 
 /// The answer of a probe on the first bytes of one side.
 #[derive(Debug, PartialEq, Eq)]
@@ -16,6 +20,37 @@ pub enum Detection {
     NeedMore,
 }
 
+/// What the flow layer knows of the connection besides the bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hints {
+    pub transport: Transport,
+    /// Port of the end that sent the probed bytes.
+    pub sender_port: u16,
+    /// Port of the end that received them.
+    pub receiver_port: u16,
+}
+
+impl Hints {
+    /// Whether either end uses one of `ports`.
+    #[must_use]
+    pub fn uses_port(&self, ports: &[u16]) -> bool {
+        ports.contains(&self.sender_port) || ports.contains(&self.receiver_port)
+    }
+
+    /// The sender's role judged by ports alone: whoever uses the well-known port is the server.
+    #[must_use]
+    pub fn sender_by_port(&self, ports: &[u16]) -> Option<Side> {
+        match (
+            ports.contains(&self.sender_port),
+            ports.contains(&self.receiver_port),
+        ) {
+            (true, false) => Some(Side::Server),
+            (false, true) => Some(Side::Client),
+            _ => None,
+        }
+    }
+}
+
 /// Protocols detection can name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Known {
@@ -25,16 +60,41 @@ pub enum Known {
 impl Known {
     /// A fresh parser for a connection of this protocol.
     #[must_use]
-    pub fn parser(self) -> Box<dyn Parser> {
+    pub fn parser(self, transport: Transport) -> Box<dyn Parser> {
+        let _ = transport;
         match self {
             Known::Http1 => Box::new(http1::Http1Parser::new()),
         }
     }
 }
 
+/// One probe: the bytes one side sent first, and what else is known.
+type Probe = fn(&[u8], &Hints) -> Detection;
+
+/// TCP probes, most specific signature first.
+const TCP_PROBES: &[Probe] = &[http1::probe];
+
+/// UDP probes.
+const UDP_PROBES: &[Probe] = &[];
+
 /// Probes the first bytes one side sent.
 #[must_use]
-pub fn detect(data: &[u8]) -> Detection {
-    // One protocol so far; the next ones probe in turn when this says NoMatch.
-    http1::probe(data)
+pub fn detect(data: &[u8], hints: &Hints) -> Detection {
+    let probes = match hints.transport {
+        Transport::Tcp => TCP_PROBES,
+        Transport::Udp => UDP_PROBES,
+    };
+    let mut need_more = false;
+    for probe in probes {
+        match probe(data, hints) {
+            found @ Detection::Match { .. } => return found,
+            Detection::NeedMore => need_more = true,
+            Detection::NoMatch => {}
+        }
+    }
+    if need_more {
+        Detection::NeedMore
+    } else {
+        Detection::NoMatch
+    }
 }

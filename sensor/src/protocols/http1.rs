@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 
 use super::{
-    detect::{Detection, Known},
+    detect::{Detection, Hints, Known},
     Feed, Parser, ParserStats,
 };
 use crate::model::{
@@ -47,9 +47,13 @@ const METHODS: &[&[u8]] = &[
 ];
 const RESPONSE_PREFIX: &[u8] = b"HTTP/1.";
 
-/// Probes the first bytes of one side for an HTTP/1 request line or status line.
+/// Probes the first bytes of one side for an HTTP/1 request line or status line (any port).
 #[must_use]
-pub fn probe(data: &[u8]) -> Detection {
+pub fn probe(data: &[u8], _hints: &Hints) -> Detection {
+    probe_bytes(data)
+}
+
+fn probe_bytes(data: &[u8]) -> Detection {
     if data.starts_with(RESPONSE_PREFIX) {
         return Detection::Match {
             protocol: Known::Http1,
@@ -670,7 +674,7 @@ fn find_message_start(data: &[u8], side: Side) -> Option<usize> {
             .map(|(i, _)| i + 2),
     );
     for at in starts {
-        if let Detection::Match { sender, .. } = probe(&data[at..]) {
+        if let Detection::Match { sender, .. } = probe_bytes(&data[at..]) {
             if sender == side {
                 return Some(at);
             }

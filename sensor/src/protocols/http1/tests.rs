@@ -97,12 +97,17 @@ struct Summary {
 }
 
 fn summary(call: ParsedCall) -> Summary {
-    let Request::Http(request) = call.request;
+    let Request::Http(request) = call.request else {
+        panic!("not an HTTP request")
+    };
     Summary {
         method: request.method,
         path: request.path,
         host: request.host,
-        status: call.response.map(|Response::Http(r)| r.status),
+        status: call.response.map(|r| match r {
+            Response::Http(r) => r.status,
+            other => panic!("not an HTTP response: {other:?}"),
+        }),
         outcome: call.status,
     }
 }
@@ -560,16 +565,16 @@ fn probe_detects_requests_and_responses() {
         protocol: Known::Http1,
         sender: Side::Client,
     };
-    assert_eq!(probe(b"HTTP/1.1 200 OK\r\n"), server);
-    assert_eq!(probe(b"GET / HTTP/1.1\r\n"), client);
-    assert_eq!(probe(b"PROPFIND /x"), client);
-    assert_eq!(probe(b""), Detection::NeedMore);
-    assert_eq!(probe(b"HT"), Detection::NeedMore);
-    assert_eq!(probe(b"GE"), Detection::NeedMore);
-    assert_eq!(probe(b"GET"), Detection::NeedMore);
-    assert_eq!(probe(b"GETX / HTTP/1.1"), Detection::NoMatch);
-    assert_eq!(probe(b"\x16\x03\x01"), Detection::NoMatch);
-    assert_eq!(probe(b"SSH-2.0-OpenSSH"), Detection::NoMatch);
+    assert_eq!(probe_bytes(b"HTTP/1.1 200 OK\r\n"), server);
+    assert_eq!(probe_bytes(b"GET / HTTP/1.1\r\n"), client);
+    assert_eq!(probe_bytes(b"PROPFIND /x"), client);
+    assert_eq!(probe_bytes(b""), Detection::NeedMore);
+    assert_eq!(probe_bytes(b"HT"), Detection::NeedMore);
+    assert_eq!(probe_bytes(b"GE"), Detection::NeedMore);
+    assert_eq!(probe_bytes(b"GET"), Detection::NeedMore);
+    assert_eq!(probe_bytes(b"GETX / HTTP/1.1"), Detection::NoMatch);
+    assert_eq!(probe_bytes(b"\x16\x03\x01"), Detection::NoMatch);
+    assert_eq!(probe_bytes(b"SSH-2.0-OpenSSH"), Detection::NoMatch);
 }
 
 // --- Split at every offset -------------------------------------------------------------------
