@@ -4,6 +4,7 @@
 //! and about the end of a stretch it asked to skip (`skip_done`). Out: `ParsedCall`s. A parser never
 //! panics on input; truncated, malformed and "not mine" are distinct outcomes.
 
+pub mod amqp;
 pub mod detect;
 pub mod http1;
 
