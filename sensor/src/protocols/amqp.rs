@@ -398,7 +398,7 @@ impl AmqpParser {
         match info.role {
             Role::Answer => self.answer(side, channel, method, ts, calls),
             Role::Request(_) if info.id == (10, 50) || info.id == (20, 40) => {
-                self.close(side, channel, method, ts, calls);
+                self.close_method(side, channel, method, ts, calls);
             }
             Role::Request(answers) if !method.nowait => {
                 let pending = Pending {
@@ -435,7 +435,7 @@ impl AmqpParser {
 
     /// connection.close or channel.close: the answer to the pending method that caused it, or a
     /// request of its own awaiting its close-ok.
-    fn close(
+    fn close_method(
         &mut self,
         side: Side,
         channel: u16,

@@ -304,7 +304,7 @@ pub fn decode_method(frame: &[u8]) -> Result<Method, FrameError> {
         method: id.1,
     })?;
     let class = match parse_frame(frame) {
-        Ok((rest, AMQPFrame::Method(_, class))) if rest.is_empty() => class,
+        Ok(([], AMQPFrame::Method(_, class))) => class,
         _ => return Err(FrameError::Arguments),
     };
     let mut method = Method::bare(info);
