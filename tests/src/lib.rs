@@ -6,6 +6,7 @@
 //! them into panics): nothing is ever skipped silently. Every resource has a drop guard, so a failing
 //! test leaves no network namespace, cgroup or process behind.
 
+pub mod amqp;
 pub mod bpf;
 pub mod cgroup;
 pub mod clients;

@@ -30,6 +30,7 @@ const APT_PACKAGES: &[&str] = &[
     "redis-server",
     "redis-tools",
     "rabbitmq-server",
+    "python3-pika",
     "golang-go",
     "golang-google-grpc-dev",
 ];
