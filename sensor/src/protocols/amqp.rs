@@ -28,9 +28,10 @@
 //! `status` is `error` for an answer or acknowledged close with `reply_code` >= 300 and for a nack;
 //! `no_response` for a synchronous method (or confirmed publish) left unanswered when its channel or
 //! connection closed. Bounded: channels tracked, requests pending per channel, publishes awaiting
-//! confirms; each overflow reports the oldest as `no_response` and is counted. After lost bytes or a
-//! frame that does not parse, the side resynchronises on the next method frame that decodes (its
-//! frame-end byte 0xCE in place) or heartbeat.
+//! confirms; a request that finds no room (or the oldest one, pushed out) is reported `no_response`
+//! at once and counted in `pending_overflow`. After lost bytes or a frame that does not parse, the
+//! side resynchronises on the next method frame that decodes (its frame-end byte 0xCE in place) or
+//! heartbeat.
 
 mod frame;
 
@@ -362,7 +363,6 @@ impl AmqpParser {
     /// The channel's state, made if there is room for it.
     fn channel(&mut self, channel: u16) -> Option<&mut Channel> {
         if !self.channels.contains_key(&channel) && self.channels.len() >= MAX_CHANNELS {
-            self.stats.pending_overflow += 1;
             return None;
         }
         Some(self.channels.entry(channel).or_default())
@@ -418,6 +418,8 @@ impl AmqpParser {
     fn push_pending(&mut self, channel: u16, pending: Pending, calls: &mut Vec<ParsedCall>) {
         let ts = self.last_ts;
         let Some(state) = self.channel(channel) else {
+            // No room to wait for its answer.
+            self.stats.pending_overflow += 1;
             calls.push(unanswered(pending, ts));
             return;
         };

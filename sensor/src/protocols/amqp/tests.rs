@@ -4,7 +4,7 @@
 
 use amq_protocol::frame::{gen_frame, AMQPContentHeader, AMQPFrame, WriteContext};
 use amq_protocol::protocol::{
-    basic, channel, confirm, connection, exchange, queue, AMQPClass, BasicProperties,
+    basic, channel, confirm, connection, exchange, queue, tx, AMQPClass, BasicProperties,
 };
 use amq_protocol::types::{FieldTable, LongString};
 
@@ -372,6 +372,22 @@ fn confirm_select_ok(ch: u16) -> Vec<u8> {
     )
 }
 
+fn tx_select(ch: u16) -> Vec<u8> {
+    method(ch, AMQPClass::Tx(tx::AMQPMethod::Select(tx::Select {})))
+}
+
+fn tx_select_ok(ch: u16) -> Vec<u8> {
+    method(ch, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})))
+}
+
+fn tx_commit(ch: u16) -> Vec<u8> {
+    method(ch, AMQPClass::Tx(tx::AMQPMethod::Commit(tx::Commit {})))
+}
+
+fn tx_commit_ok(ch: u16) -> Vec<u8> {
+    method(ch, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})))
+}
+
 /// A heartbeat: type 8, channel 0, size 0, frame end.
 const HEARTBEAT: &[u8] = &[8, 0, 0, 0, 0, 0, 0, 0xCE];
 
@@ -563,7 +579,7 @@ fn handshake_records() -> Vec<Summary> {
 
 /// A whole session: declare, bind, publish (a small body, and a 6 KB body in two frames), consume and
 /// ack a delivery, heartbeats, basic.get (a message, then empty), publisher confirms (single, multiple,
-/// nack), a passive declare of a missing queue, a nowait delete, and the close.
+/// nack), a passive declare of a missing queue, a transaction, a nowait delete, and the close.
 fn conversation() -> Vec<(Side, Vec<u8>)> {
     let big = vec![b'x'; 6_000];
     let mut script = handshake();
@@ -603,6 +619,11 @@ fn conversation() -> Vec<(Side, Vec<u8>)> {
         (C, channel_close_ok(1)),
         (C, channel_open(2)),
         (S, channel_open_ok(2)),
+        (C, tx_select(2)),
+        (S, tx_select_ok(2)),
+        (C, publish(2, b"in a transaction", 4096)),
+        (C, tx_commit(2)),
+        (S, tx_commit_ok(2)),
         (C, queue_delete_nowait(2)),
         (C, connection_close(200, (0, 0))),
         (S, connection_close_ok()),
@@ -661,6 +682,11 @@ fn expected_conversation() -> Vec<Summary> {
             .code(404),
         rec("channel.close-ok", 1, None, Fine),
         rec("channel.open", 2, Some("channel.open-ok"), Fine),
+        rec("tx.select", 2, Some("tx.select-ok"), Fine),
+        rec("basic.publish", 2, None, Fine)
+            .exchange("logs")
+            .routing_key("rk"),
+        rec("tx.commit", 2, Some("tx.commit-ok"), Fine),
         rec("queue.delete", 2, None, Fine).queue("jobs"),
         rec("connection.close", 0, Some("connection.close-ok"), Fine).code(200),
     ]);
