@@ -581,7 +581,17 @@ impl FlowTable {
         let mut parsed = std::mem::take(&mut self.parsed);
         parsed.clear();
         if let Some(conn) = self.connections.peek_mut(&cookie) {
+            let sides = [conn.side(Direction::Egress), conn.side(Direction::Ingress)];
             if let Protocol::Parsing(parser) = &mut conn.protocol {
+                // Segments still waiting for missing bytes: those bytes are not coming.
+                for (stream, side) in conn.streams.iter_mut().zip(sides) {
+                    let mut target = Target {
+                        parser: Some(parser.as_mut()),
+                        side,
+                        calls: &mut parsed,
+                    };
+                    stream.finish(ts, &mut target);
+                }
                 parser.close(ts, &mut parsed);
             }
         }
