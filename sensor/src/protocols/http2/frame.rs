@@ -95,7 +95,9 @@ impl FrameHeader {
             DATA | HEADERS | CONTINUATION | PUSH_PROMISE => zero,
             PRIORITY => zero || self.length != 5,
             RST_STREAM => zero || self.length != 4,
-            SETTINGS => !zero || !self.length.is_multiple_of(6) || (self.has(FLAG_ACK) && self.length != 0),
+            SETTINGS => {
+                !zero || !self.length.is_multiple_of(6) || (self.has(FLAG_ACK) && self.length != 0)
+            }
             PING => !zero || self.length != 8,
             GOAWAY => !zero || self.length < 8,
             WINDOW_UPDATE => self.length != 4,
@@ -246,7 +248,7 @@ mod tests {
         let c = chain(&data);
         assert_eq!((c.frames, c.ends_exactly, c.broken), (2, true, false));
         assert_eq!(c.complete.len(), 2);
-        let c = chain(&data[..20]);
+        let c = chain(&data[..25]);
         assert_eq!((c.frames, c.ends_exactly, c.broken), (2, false, false));
         let mut junk = vec![0xffu8; 5];
         junk.extend(&data);

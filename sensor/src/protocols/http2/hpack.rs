@@ -94,6 +94,12 @@ impl HpackDecoder {
         self.inner.set_max_table_size(self.limit);
     }
 
+    /// The table size in force (what SETTINGS allow, capped).
+    #[must_use]
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Bytes of this direction were lost (or a block could not be framed): its table insertions are
     /// unknown, so the whole table is forgotten.
     pub fn reset(&mut self) {
@@ -277,7 +283,12 @@ mod tests {
         assert_eq!(
             fields(&mut d, &second),
             (
-                pairs(&[(":method", "GET"), (":scheme", "http"), (":path", "/")]),
+                pairs(&[
+                    (":method", "GET"),
+                    (":scheme", "http"),
+                    (":path", "/"),
+                    ("cache-control", "no-cache")
+                ]),
                 Outcome::Partial
             )
         );
