@@ -837,4 +837,4 @@ impl Parser for Http2Parser {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
