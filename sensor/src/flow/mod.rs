@@ -5,7 +5,8 @@
 //! are sockets on this node, their cookie, cgroup and owning process) and `SkipRequest`s for the kernel.
 //! Bounded: connections (least recently used evicted), bytes per direction, pending requests; idle
 //! connections are closed by `tick`. When both ends of a connection are sockets on this node, the call
-//! is reported once, from the client's socket.
+//! is reported once, from the client's socket. At a close, segments still waiting for missing bytes are
+//! delivered after a gap (the missing bytes will not come), before the parser's `close`.
 
 pub mod stream;
 
