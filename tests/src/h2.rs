@@ -100,7 +100,10 @@ pub fn python_with(module: &str) -> Result<PathBuf> {
     bail!("no python3 can import `{module}` (run `cargo xtask setup`)")
 }
 
-/// `nghttpd --no-tls` on `ip:port` serving `/small.txt` and `/items/1..=9`.
+/// Size of `/big.bin` served by nghttpd.
+pub const BIG_FILE_BYTES: usize = 10 * 1024 * 1024;
+
+/// `nghttpd --no-tls` on `ip:port` serving `/small.txt`, `/big.bin` and `/items/1..=9`.
 #[derive(Debug)]
 pub struct Nghttpd {
     pub ip: Ipv4Addr,
@@ -114,6 +117,7 @@ impl Nghttpd {
         let nghttpd = require_tool("nghttpd")?;
         let dir = TempDir::new("podtap-nghttpd")?;
         std::fs::write(dir.path().join("small.txt"), SMALL_BODY)?;
+        std::fs::write(dir.path().join("big.bin"), vec![b'x'; BIG_FILE_BYTES])?;
         std::fs::create_dir_all(dir.path().join("items"))?;
         for i in 1..=9 {
             std::fs::write(
@@ -148,7 +152,7 @@ impl Nghttpd {
     }
 }
 
-/// The Go h2c server (`go/src/h2c-server`): `/items/...` 200, `/fail` 503, anything else 404.
+/// The Go h2c server (`go/src/h2c-server`): `/items/...` 200, `/big` 10 MiB, `/fail` 503, else 404.
 #[derive(Debug)]
 pub struct GoH2c {
     pub ip: Ipv4Addr,
@@ -350,8 +354,11 @@ impl Tcpdump {
             &[
                 "-i",
                 interface,
-                // Packets reach the file as they come (not a ring block later), unbuffered, as root.
+                // Packets reach the file as they come (not a ring block later), unbuffered, as root;
+                // a 64 MiB kernel buffer, so that a 10 MiB burst on the veth loses nothing.
                 "--immediate-mode",
+                "-B",
+                "65536",
                 "-U",
                 "-Z",
                 "root",

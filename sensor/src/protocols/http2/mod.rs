@@ -11,8 +11,9 @@
 //! call when the server ends it, when either side resets it, or when the connection ends:
 //!
 //! - HTTP: `status` is `error` for a response status >= 500, or for a stream reset with an error code
-//!   (RST_STREAM other than NO_ERROR, from either side) whatever came before; a stream reset with
-//!   NO_ERROR, refused by GOAWAY or still open at the close without any response is `no_response`; one
+//!   (RST_STREAM other than NO_ERROR and STREAM_CLOSED, from either side) whatever came before; a stream
+//!   reset with NO_ERROR (or STREAM_CLOSED: its sender had seen the stream end), refused by GOAWAY or
+//!   still open at the close without any response is `no_response`; one
 //!   whose response headers came is complete with that status (as a close completes an HTTP/1
 //!   response). A response whose `:status` did not decode (a joined connection whose HPACK table
 //!   podtap never saw) has no `response` and is `ok` once it ends.

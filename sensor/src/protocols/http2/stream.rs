@@ -78,6 +78,9 @@ pub enum End {
 
 /// `RST_STREAM` / `GOAWAY` error code `NO_ERROR`.
 pub const NO_ERROR: u32 = 0;
+/// `STREAM_CLOSED`: its sender got a frame on a stream it had seen end; the exchange was over for it
+/// (curl answers that way to frames that follow a response's end).
+pub const STREAM_CLOSED: u32 = 0x5;
 
 #[derive(Debug)]
 pub struct H2Stream {
@@ -189,7 +192,8 @@ impl H2Stream {
     /// The call this stream makes, ended at `end` the way `how` says.
     #[must_use]
     pub fn into_call(self, end: UnixNanos, how: End) -> ParsedCall {
-        let reset_error = matches!(how, End::Reset(code) if code != NO_ERROR);
+        let reset_error =
+            matches!(how, End::Reset(code) if code != NO_ERROR && code != STREAM_CLOSED);
         let answered = self.response_seen || (how == End::Complete && self.grpc_status.is_some());
         let (protocol, request, response, status) = if self.is_grpc() {
             let response = answered.then_some(GrpcResponse {

@@ -1118,3 +1118,27 @@ fn probe_rejects_other_protocols_and_random_bytes() {
     }
     assert_eq!(matches, 0);
 }
+
+#[test]
+fn a_stream_closed_reset_after_the_response_is_no_error() {
+    // curl answers frames that follow a response's end with RST_STREAM(STREAM_CLOSED); when podtap
+    // missed that end (lost bytes), the reset ends the call, which counts by its status.
+    let mut c = Encoder::new();
+    let mut s = Encoder::new();
+    let script: Script = vec![
+        (
+            Side::Client,
+            [
+                preface_and_settings(),
+                c.headers(1, true, &fields(&get("/big"))),
+            ]
+            .concat(),
+        ),
+        (
+            Side::Server,
+            [settings(&[]), s.headers(1, false, &[(":status", "200")])].concat(),
+        ),
+        (Side::Client, rst(1, 0x5)),
+    ];
+    check(&script, &[http("GET", "/big", Some("api:8080"), Some(200))]);
+}
