@@ -52,11 +52,13 @@ pub fn go_binary(name: &str) -> Result<PathBuf> {
     if binary.is_file() {
         return Ok(binary);
     }
-    if !Path::new(DEBIAN_GOPATH)
-        .join("src/google.golang.org/grpc")
-        .is_dir()
-    {
-        bail!("grpc-go sources missing under {DEBIAN_GOPATH} (run `cargo xtask setup`: golang-google-grpc-dev)");
+    for (package, debian) in [
+        ("google.golang.org/grpc", "golang-google-grpc-dev"),
+        ("golang.org/x/net/http2/h2c", "golang-golang-x-net-dev"),
+    ] {
+        if !Path::new(DEBIAN_GOPATH).join("src").join(package).is_dir() {
+            bail!("Go package {package} missing under {DEBIAN_GOPATH} (run `cargo xtask setup`: {debian})");
+        }
     }
     std::fs::create_dir_all(&out_dir)?;
     // Tests run in parallel: build to a private name, then rename into place.
