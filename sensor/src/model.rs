@@ -116,10 +116,14 @@ impl Endpoint {
     }
 }
 
-/// HTTP request fields of the call record (HTTP/1.x and HTTP/2).
+/// HTTP request fields of the call record (HTTP/1.x and HTTP/2). An empty `method` or `path` is one
+/// podtap could not decode (an HTTP/2 header field that refers to an HPACK table entry sent before
+/// podtap joined the connection): its key is left out.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct HttpRequest {
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub method: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
@@ -134,7 +138,9 @@ pub struct HttpResponse {
 /// gRPC request fields: the call's method and the HTTP/2 `:authority`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct GrpcRequest {
-    /// Fully qualified: `/pkg.Service/Method`.
+    /// Fully qualified: `/pkg.Service/Method` (the HTTP/2 `:path`); empty (and left out) when it did
+    /// not decode.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub method: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,

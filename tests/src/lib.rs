@@ -10,6 +10,7 @@ pub mod amqp;
 pub mod bpf;
 pub mod cgroup;
 pub mod clients;
+pub mod h2;
 pub mod netns;
 pub mod podtap;
 pub mod records;

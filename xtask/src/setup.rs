@@ -33,6 +33,9 @@ const APT_PACKAGES: &[&str] = &[
     "python3-pika",
     "golang-go",
     "golang-google-grpc-dev",
+    // x/net/http2/h2c for the Go h2c server of tests/tests/http2.rs (a dependency of the above, named
+    // because the tests use it directly).
+    "golang-golang-x-net-dev",
 ];
 
 /// Python packages of the end-to-end tests: (import name, PyPI requirement).

@@ -5,7 +5,8 @@
 //! are sockets on this node, their cookie, cgroup and owning process) and `SkipRequest`s for the kernel.
 //! Bounded: connections (least recently used evicted), bytes per direction, pending requests; idle
 //! connections are closed by `tick`. When both ends of a connection are sockets on this node, the call
-//! is reported once, from the client's socket.
+//! is reported once, from the client's socket. At a close, segments still waiting for missing bytes are
+//! delivered after a gap (the missing bytes will not come), before the parser's `close`.
 
 pub mod stream;
 
@@ -581,7 +582,17 @@ impl FlowTable {
         let mut parsed = std::mem::take(&mut self.parsed);
         parsed.clear();
         if let Some(conn) = self.connections.peek_mut(&cookie) {
+            let sides = [conn.side(Direction::Egress), conn.side(Direction::Ingress)];
             if let Protocol::Parsing(parser) = &mut conn.protocol {
+                // Segments still waiting for missing bytes: those bytes are not coming.
+                for (stream, side) in conn.streams.iter_mut().zip(sides) {
+                    let mut target = Target {
+                        parser: Some(parser.as_mut()),
+                        side,
+                        calls: &mut parsed,
+                    };
+                    stream.finish(ts, &mut target);
+                }
                 parser.close(ts, &mut parsed);
             }
         }

@@ -170,6 +170,19 @@ impl Stream {
         }
     }
 
+    /// The connection is over: the bytes that held segments wait for will never come. They are passed
+    /// as lost (a gap, unless inside a skip) and the held segments delivered, in order.
+    pub fn finish(&mut self, ts: UnixNanos, target: &mut Target<'_>) {
+        while let (Some((&first, _)), Some((seq, off))) =
+            (self.out_of_order.first_key_value(), self.next)
+        {
+            let missing = first.saturating_sub(off);
+            self.pass(missing, ts, target);
+            self.next = Some((seq.wrapping_add(missing as u32), off + missing));
+            self.drain_out_of_order(target);
+        }
+    }
+
     fn drain_out_of_order(&mut self, target: &mut Target<'_>) {
         while let (Some(entry), Some((_, off))) = (self.out_of_order.first_entry(), self.next) {
             let start = *entry.key();

@@ -5,7 +5,7 @@
 //! the connection uses its protocol's well-known port (`Hints`). Probes run in order of how specific
 //! their signature is, so a loose one never shadows a strict one.
 
-use super::{amqp, http1, Parser};
+use super::{amqp, http1, http2, Parser};
 use crate::model::{Side, Transport};
 
 /// The answer of a probe on the first bytes of one side.
@@ -56,6 +56,8 @@ impl Hints {
 pub enum Known {
     Http1,
     Amqp,
+    /// HTTP/2 without TLS (prior knowledge, or joined in the middle); gRPC rides on it.
+    Http2,
 }
 
 impl Known {
@@ -66,6 +68,7 @@ impl Known {
         match self {
             Known::Http1 => Box::new(http1::Http1Parser::new()),
             Known::Amqp => Box::new(amqp::AmqpParser::new()),
+            Known::Http2 => Box::new(http2::Http2Parser::new()),
         }
     }
 }
@@ -73,8 +76,10 @@ impl Known {
 /// One probe: the bytes one side sent first, and what else is known.
 type Probe = fn(&[u8], &Hints) -> Detection;
 
-/// TCP probes, most specific signature first.
-const TCP_PROBES: &[Probe] = &[http1::probe, amqp::probe];
+/// TCP probes, most specific signature first. HTTP/1's text never parses as HTTP/2 frames (its first
+/// three bytes would be a frame length of several megabytes), and the HTTP/2 preface is no HTTP/1
+/// request line (`PRI` is no method podtap knows).
+const TCP_PROBES: &[Probe] = &[http1::probe, amqp::probe, http2::probe];
 
 /// UDP probes.
 const UDP_PROBES: &[Probe] = &[];

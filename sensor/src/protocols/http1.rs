@@ -4,13 +4,21 @@
 //! framing, or "until close") becomes a skip request, so the kernel stops copying them. Requests wait
 //! in a bounded FIFO for their responses (keep-alive and pipelining). Informational responses (1xx other
 //! than 101) are passed over; HEAD, 204 and 304 responses have no body; `101 Switching Protocols` ends
-//! HTTP on the connection. After lost bytes the parser resynchronises on the next line that starts a
+//! HTTP/1 on the connection. After lost bytes the parser resynchronises on the next line that starts a
 //! request or a response.
+//!
+//! h2c: a request with `Upgrade: h2c` answered by `101 Switching Protocols` (`Upgrade: h2c`) goes on
+//! as HTTP/2. This parser then owns an HTTP/2 parser and hands it everything each side sends after
+//! the switch (the server's bytes after the 101 head, the client's from its connection preface on).
+//! The upgrade request becomes that parser's stream 1, whose response comes in HTTP/2: one call, with
+//! the HTTP/1 request's method, path and host and the HTTP/2 response (version "2"); the 101 itself is
+//! not a call. Any other 101 (WebSocket, ...) is a call of its own and ends parsing.
 
 use std::collections::VecDeque;
 
 use super::{
     detect::{Detection, Hints, Known},
+    http2::{frame::PREFACE, Http2Parser},
     Feed, Parser, ParserStats,
 };
 use crate::model::{
@@ -112,6 +120,8 @@ enum State {
     Resync,
     /// The connection switched to another protocol (or a tunnel): nothing more to parse.
     Done,
+    /// The connection switched to HTTP/2 (h2c): this side's bytes go to the HTTP/2 parser.
+    H2,
 }
 
 #[derive(Debug)]
@@ -122,6 +132,8 @@ struct PendingRequest {
     connect: bool,
     /// Stands for a request whose head was lost in a gap: its response is passed over.
     lost: bool,
+    /// Asked to switch to HTTP/2 (`Upgrade: h2c`).
+    h2c: bool,
 }
 
 /// A response whose head is parsed and whose body is still passing.
@@ -160,6 +172,8 @@ pub struct Http1Parser {
     last_ts: UnixNanos,
     version: &'static str,
     stats: ParserStats,
+    /// After an h2c upgrade: the parser of the rest of the connection.
+    h2: Option<Box<Http2Parser>>,
 }
 
 impl Default for Http1Parser {
@@ -179,7 +193,66 @@ impl Http1Parser {
             last_ts: 0,
             version: "1.1",
             stats: ParserStats::default(),
+            h2: None,
         }
+    }
+
+    /// The connection goes on as HTTP/2 (the first side to switch makes the parser, with the upgrade
+    /// request as its stream 1); `side` hands it its bytes from now on.
+    fn switch_to_h2(&mut self, side: Side) {
+        if self.h2.is_none() {
+            let request = self
+                .pending
+                .iter()
+                .rposition(|r| r.h2c && !r.lost)
+                .and_then(|at| self.pending.remove(at));
+            let parser = match request {
+                Some(r) => Http2Parser::upgraded(r.request, r.start),
+                None => Http2Parser::new(),
+            };
+            self.h2 = Some(Box::new(parser));
+        }
+        self.side_mut(side).state = State::H2;
+        // After its upgrade request, the client sends nothing but HTTP/2 (its preface first).
+        if self.client.state == State::Head {
+            self.client.state = State::H2;
+        }
+    }
+
+    /// Feeds `data[consumed..]` of `side` to the HTTP/2 parser.
+    fn feed_h2(
+        &mut self,
+        side: Side,
+        data: &[u8],
+        consumed: usize,
+        ts: UnixNanos,
+        calls: &mut Vec<ParsedCall>,
+    ) -> Feed {
+        let Some(h2) = self.h2.as_mut() else {
+            return Feed {
+                consumed: data.len(),
+                skip: 0,
+            };
+        };
+        let feed = h2.feed(side, &data[consumed..], ts, calls);
+        Feed {
+            consumed: consumed + feed.consumed,
+            skip: feed.skip,
+        }
+    }
+
+    /// Whether the client, with an h2c upgrade asked for, starts sending HTTP/2 (its preface: it has
+    /// received the 101). `None`: too few bytes to tell it from a request line.
+    fn client_switches(&self, rest: &[u8]) -> Option<bool> {
+        /// Enough of the preface to tell it from any request line.
+        const SURE: usize = 14;
+        if !self.pending.iter().any(|r| r.h2c && !r.lost) {
+            return Some(false);
+        }
+        if rest.len() < SURE && PREFACE.starts_with(rest) {
+            return None;
+        }
+        Some(rest.starts_with(&PREFACE[..SURE]))
     }
 
     fn side_mut(&mut self, side: Side) -> &mut SideState {
@@ -189,7 +262,7 @@ impl Http1Parser {
         }
     }
 
-    fn feed_client(&mut self, data: &[u8], ts: UnixNanos) -> Feed {
+    fn feed_client(&mut self, data: &[u8], ts: UnixNanos, calls: &mut Vec<ParsedCall>) -> Feed {
         let mut consumed = 0;
         loop {
             if let Some(feed) = self.between_messages(Side::Client, data, &mut consumed) {
@@ -197,6 +270,13 @@ impl Http1Parser {
             }
             let rest = &data[consumed..];
             match self.client.state {
+                State::Head if self.client_switches(rest) != Some(false) => {
+                    if self.client_switches(rest).is_none() {
+                        return Feed { consumed, skip: 0 };
+                    }
+                    self.switch_to_h2(Side::Client);
+                    return self.feed_h2(Side::Client, data, consumed, ts, calls);
+                }
                 State::Head => {
                     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
                     let mut request = httparse::Request::new(&mut headers);
@@ -217,6 +297,7 @@ impl Http1Parser {
                                 head: method == "HEAD",
                                 connect: method == "CONNECT",
                                 lost: false,
+                                h2c: has_token(request.headers, "upgrade", "h2c"),
                                 request: HttpRequest { method, path, host },
                                 start: ts,
                             };
@@ -252,6 +333,7 @@ impl Http1Parser {
                         return feed;
                     }
                 }
+                State::H2 => return self.feed_h2(Side::Client, data, consumed, ts, calls),
                 // Settled by `between_messages` before this match.
                 State::Done | State::Resync | State::SkippingBody | State::SkippingChunk => {}
             }
@@ -278,6 +360,14 @@ impl Http1Parser {
                             }
                             if response.version == Some(0) {
                                 self.version = "1.0";
+                            }
+                            if status == 101
+                                && has_token(response.headers, "upgrade", "h2c")
+                                && (self.h2.is_some()
+                                    || self.pending.iter().any(|r| r.h2c && !r.lost))
+                            {
+                                self.switch_to_h2(Side::Server);
+                                return self.feed_h2(Side::Server, data, consumed, ts, calls);
                             }
                             let body = response_body(&response, status);
                             let Some(request) = self.pending.pop_front().filter(|r| !r.lost) else {
@@ -365,6 +455,7 @@ impl Http1Parser {
                         }
                     }
                 }
+                State::H2 => return self.feed_h2(Side::Server, data, consumed, ts, calls),
                 // Settled by `between_messages` before this match.
                 State::Done | State::Resync | State::SkippingBody | State::SkippingChunk => {}
             }
@@ -404,7 +495,7 @@ impl Http1Parser {
                 *state = State::Head;
                 None
             }
-            State::Head | State::ChunkSize | State::Trailers => None,
+            State::Head | State::ChunkSize | State::Trailers | State::H2 => None,
         }
     }
 
@@ -509,13 +600,19 @@ impl Parser for Http1Parser {
         self.last_ts = ts;
         calls.append(&mut self.ready);
         match side {
-            Side::Client => self.feed_client(data, ts),
+            Side::Client => self.feed_client(data, ts, calls),
             Side::Server => self.feed_server(data, ts, calls),
         }
     }
 
-    fn gap(&mut self, side: Side, _len: u64) {
+    fn gap(&mut self, side: Side, len: u64) {
         let state = self.side_mut(side).state;
+        if state == State::H2 {
+            if let Some(h2) = self.h2.as_mut() {
+                h2.gap(side, len);
+            }
+            return;
+        }
         if state == State::Done {
             return;
         }
@@ -534,6 +631,7 @@ impl Parser for Http1Parser {
                     head: false,
                     connect: false,
                     lost: true,
+                    h2c: false,
                 });
             }
             Side::Client => {}
@@ -558,6 +656,11 @@ impl Parser for Http1Parser {
         calls.append(&mut self.ready);
         let state = self.side_mut(side).state;
         match state {
+            State::H2 => {
+                if let Some(h2) = self.h2.as_mut() {
+                    h2.skip_done(side, ts, calls);
+                }
+            }
             State::SkippingBody => {
                 self.side_mut(side).state = State::Head;
                 if side == Side::Server {
@@ -583,10 +686,19 @@ impl Parser for Http1Parser {
             }
             calls.push(self.unanswered(request, ts));
         }
+        if let Some(h2) = self.h2.as_mut() {
+            h2.close(ts, calls);
+        }
     }
 
     fn stats(&self) -> ParserStats {
-        self.stats
+        let mut stats = self.stats;
+        if let Some(h2) = &self.h2 {
+            let inner = h2.stats();
+            stats.malformed += inner.malformed;
+            stats.pending_overflow += inner.pending_overflow;
+        }
+        stats
     }
 }
 
@@ -596,6 +708,15 @@ fn header<'a>(headers: &[httparse::Header<'a>], name: &str) -> Option<&'a str> {
         .find(|h| h.name.eq_ignore_ascii_case(name))
         .and_then(|h| std::str::from_utf8(h.value).ok())
         .map(str::trim)
+}
+
+/// Whether header `name` lists `token` (comma-separated, any case).
+fn has_token(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool {
+    headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case(name)
+            && std::str::from_utf8(h.value)
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
 }
 
 fn is_chunked(headers: &[httparse::Header<'_>]) -> bool {

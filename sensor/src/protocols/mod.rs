@@ -7,6 +7,7 @@
 pub mod amqp;
 pub mod detect;
 pub mod http1;
+pub mod http2;
 
 use crate::model::{ParsedCall, Protocol, Side, UnixNanos};
 

@@ -411,3 +411,25 @@ fn without_a_parser_bytes_wait_and_are_flushed_later() {
     stream.flush(2, &mut target);
     assert_eq!(parser.fed(), b"abcd");
 }
+
+#[test]
+fn finish_passes_the_missing_bytes_and_delivers_what_waited() {
+    let mut h = Harness::new();
+    h.seg(0, &DATA[..5], 1);
+    // Two holes that will never be filled: 5..10 and 20..25.
+    h.seg(10, &DATA[10..20], 2);
+    h.seg(25, &DATA[25..], 3);
+    assert_eq!(h.parser.fed(), &DATA[..5]);
+    let mut target = Target {
+        parser: Some(&mut h.parser),
+        side: Side::Client,
+        calls: &mut h.calls,
+    };
+    h.stream.finish(4, &mut target);
+    assert_eq!(h.parser.gaps(), vec![5, 5]);
+    assert_eq!(
+        h.parser.fed(),
+        [&DATA[..5], &DATA[10..20], &DATA[25..]].concat()
+    );
+    assert_eq!(h.stream.next_seq(), Some(DATA.len() as u32));
+}

@@ -687,3 +687,106 @@ fn split_before<'a>(data: &'a [u8], markers: &[&[u8]]) -> Vec<&'a [u8]> {
     out.push(&data[from..]);
     out
 }
+
+mod h2c {
+    //! `Upgrade: h2c`: the connection goes on as HTTP/2, the upgrade request is stream 1.
+
+    use crate::model::{CallStatus, Request, Response};
+    use crate::protocols::http1::Http1Parser;
+    use crate::protocols::http2::frame::PREFACE;
+    use crate::protocols::http2::tests::{
+        data, http, settings, settings_ack, Conn, Encoder, Outcome,
+    };
+
+    const UPGRADE: &[u8] = b"GET /first?q=1 HTTP/1.1\r\nHost: h2:8080\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n";
+    const SWITCHING: &[u8] =
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+
+    fn conversation(split: Option<usize>) -> Vec<Outcome> {
+        let mut c = Encoder::new();
+        let mut s = Encoder::new();
+        let mut conn = Conn::new(Http1Parser::new());
+        conn.client(UPGRADE);
+        let server = [
+            SWITCHING,
+            &settings(&[(0x3, 100)]),
+            &s.headers(1, false, &[(":status", "200")]),
+            &data(1, true, b"first body"),
+        ]
+        .concat();
+        match split {
+            Some(at) => {
+                conn.server(&server[..at]);
+                conn.server(&server[at..]);
+            }
+            None => conn.server(&server),
+        }
+        let client = [
+            PREFACE,
+            &settings(&[]),
+            &settings_ack(),
+            &c.headers(
+                3,
+                true,
+                &[
+                    (":method", "GET"),
+                    (":scheme", "http"),
+                    (":path", "/second"),
+                    (":authority", "h2:8080"),
+                ],
+            ),
+        ]
+        .concat();
+        conn.client(&client);
+        conn.server(&[settings_ack(), s.headers(3, true, &[(":status", "404")])].concat());
+        conn.close();
+        conn.take()
+    }
+
+    #[test]
+    fn upgrade_then_http2_on_the_same_connection() {
+        let expected = vec![
+            http("GET", "/first", Some("h2:8080"), Some(200)),
+            http("GET", "/second", Some("h2:8080"), Some(404)),
+        ];
+        assert_eq!(conversation(None), expected);
+        for at in 1..SWITCHING.len() + 40 {
+            assert_eq!(conversation(Some(at)), expected, "server split at {at}");
+        }
+    }
+
+    #[test]
+    fn preface_before_the_101_and_a_refused_upgrade() {
+        // The client's preface is fed before the server's 101 (capture order across sockets).
+        let mut s = Encoder::new();
+        let mut conn = Conn::new(Http1Parser::new());
+        conn.client(UPGRADE);
+        conn.client(&PREFACE[..5]);
+        conn.client(&[&PREFACE[5..], &settings(&[])[..]].concat());
+        conn.server(
+            &[
+                SWITCHING,
+                &settings(&[]),
+                &s.headers(1, true, &[(":status", "204")]),
+            ]
+            .concat(),
+        );
+        conn.close();
+        assert_eq!(
+            conn.take(),
+            vec![http("GET", "/first", Some("h2:8080"), Some(204))]
+        );
+
+        // A server that ignores the upgrade answers in HTTP/1.1.
+        let mut conn = Conn::new(Http1Parser::new());
+        conn.client(UPGRADE);
+        conn.server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi");
+        conn.close();
+        let calls = std::mem::take(&mut conn.calls);
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].version, Some("1.1"));
+        assert_eq!(calls[0].status, CallStatus::Ok);
+        assert!(matches!(&calls[0].request, Request::Http(r) if r.path == "/first"));
+        assert!(matches!(&calls[0].response, Some(Response::Http(r)) if r.status == 200));
+    }
+}

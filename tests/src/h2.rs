@@ -1,0 +1,471 @@
+//! HTTP/2 and gRPC peers for the end-to-end tests, and a packet recorder:
+//!
+//! - `Nghttpd`: nghttp2's server without TLS (prior knowledge only: it does not do the h2c upgrade).
+//! - `GoH2c`: a Go `net/http` server behind `x/net/http2/h2c` (`go/src/h2c-server`), which does both the
+//!   `Upgrade: h2c` exchange and prior knowledge.
+//! - `GrpcServer`: grpcio with a generic handler (`python/grpc_server.py`).
+//! - `grpc_client`: a grpc-go client (`go/src/grpc-client`).
+//! - `h2load`, and curl through `clients::curl`.
+//! - `Tcpdump`: records a pod's traffic to a pcap file, which `replay` runs through `podtap replay`.
+//!
+//! The Go programs are built from Debian's Go packages (golang-google-grpc-dev, golang-golang-x-net-dev,
+//! under /usr/share/gocode) in GOPATH mode, offline, once per source version, into
+//! `target/podtap-tests/go/<hash>/`.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash as _, Hasher as _};
+use std::io::{BufRead as _, BufReader};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::Value;
+
+use crate::netns::{Pod, PodProcess};
+use crate::util::{require_tool, run, wait_until, workspace_root, TempDir};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Body of `/small.txt` served by nghttpd.
+pub const SMALL_BODY: &str = "hello over HTTP/2\n";
+
+/// Where Debian's Go packages keep their sources (GOPATH layout).
+const DEBIAN_GOPATH: &str = "/usr/share/gocode";
+
+/// Builds (once per source version) the Go program `name` of `tests/go/src/` and returns its path.
+pub fn go_binary(name: &str) -> Result<PathBuf> {
+    let go = require_tool("go")?;
+    let gopath = workspace_root().join("tests/go");
+    let source = gopath.join("src").join(name).join("main.go");
+    let text = std::fs::read(&source).with_context(|| format!("reading {}", source.display()))?;
+    let mut hasher = DefaultHasher::new();
+    text.hash(&mut hasher);
+    let version =
+        String::from_utf8_lossy(&run(Command::new(&go).arg("version"))?.stdout).into_owned();
+    version.hash(&mut hasher);
+    let out_dir = workspace_root()
+        .join("target/podtap-tests/go")
+        .join(format!("{:016x}", hasher.finish()));
+    let binary = out_dir.join(name);
+    if binary.is_file() {
+        return Ok(binary);
+    }
+    for (package, debian) in [
+        ("google.golang.org/grpc", "golang-google-grpc-dev"),
+        ("golang.org/x/net/http2/h2c", "golang-golang-x-net-dev"),
+    ] {
+        if !Path::new(DEBIAN_GOPATH).join("src").join(package).is_dir() {
+            bail!("Go package {package} missing under {DEBIAN_GOPATH} (run `cargo xtask setup`: {debian})");
+        }
+    }
+    std::fs::create_dir_all(&out_dir)?;
+    // Tests run in parallel: build to a private name, then rename into place.
+    let partial = out_dir.join(format!("{name}.{}.partial", std::process::id()));
+    run(Command::new(&go)
+        .args(["build", "-o"])
+        .arg(&partial)
+        .arg(name)
+        .env("GO111MODULE", "off")
+        .env("GOFLAGS", "")
+        .env("GOPATH", format!("{}:{DEBIAN_GOPATH}", gopath.display()))
+        .env(
+            "GOCACHE",
+            workspace_root().join("target/podtap-tests/go/cache"),
+        )
+        .env("CGO_ENABLED", "0"))
+    .with_context(|| format!("building {name} with go (GOPATH mode, offline)"))?;
+    std::fs::rename(&partial, &binary)?;
+    Ok(binary)
+}
+
+/// A Python interpreter that can `import module` (Debian's python3 first, then the one on PATH, which
+/// `cargo xtask setup` installs pip packages into), as the real executable (not a pyenv shim).
+pub fn python_with(module: &str) -> Result<PathBuf> {
+    for candidate in ["/usr/bin/python3", "python3"] {
+        let out = Command::new(candidate)
+            .args([
+                "-c",
+                &format!("import sys, {module}; print(sys.executable)"),
+            ])
+            .output();
+        if let Ok(out) = out {
+            if out.status.success() {
+                let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                if !path.is_empty() {
+                    return Ok(PathBuf::from(path));
+                }
+            }
+        }
+    }
+    bail!("no python3 can import `{module}` (run `cargo xtask setup`)")
+}
+
+/// Size of `/big.bin` served by nghttpd.
+pub const BIG_FILE_BYTES: usize = 10 * 1024 * 1024;
+
+/// `nghttpd --no-tls` on `ip:port` serving `/small.txt`, `/big.bin` and `/items/1..=9`.
+#[derive(Debug)]
+pub struct Nghttpd {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub process: PodProcess,
+    pub dir: TempDir,
+}
+
+impl Nghttpd {
+    pub fn start(pod: &Pod, container: usize, port: u16) -> Result<Self> {
+        let nghttpd = require_tool("nghttpd")?;
+        let dir = TempDir::new("podtap-nghttpd")?;
+        std::fs::write(dir.path().join("small.txt"), SMALL_BODY)?;
+        std::fs::write(dir.path().join("big.bin"), vec![b'x'; BIG_FILE_BYTES])?;
+        std::fs::create_dir_all(dir.path().join("items"))?;
+        for i in 1..=9 {
+            std::fs::write(
+                dir.path().join("items").join(i.to_string()),
+                format!("item {i}\n"),
+            )?;
+        }
+        let process = pod.spawn(
+            container,
+            &nghttpd.to_string_lossy(),
+            &[
+                "--no-tls",
+                "-a",
+                &pod.ip.to_string(),
+                "-d",
+                &dir.path().to_string_lossy(),
+                &port.to_string(),
+            ],
+        )?;
+        pod.wait_listening(pod.ip, port, READY_TIMEOUT)
+            .context("nghttpd did not start")?;
+        Ok(Self {
+            ip: pod.ip,
+            port,
+            process,
+            dir,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}:{}{path}", self.ip, self.port)
+    }
+}
+
+/// The Go h2c server (`go/src/h2c-server`): `/items/...` 200, `/big` 10 MiB, `/fail` 503, else 404.
+#[derive(Debug)]
+pub struct GoH2c {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub process: PodProcess,
+}
+
+impl GoH2c {
+    pub fn start(pod: &Pod, container: usize, port: u16) -> Result<Self> {
+        let binary = go_binary("h2c-server")?;
+        let process = pod.spawn(
+            container,
+            &binary.to_string_lossy(),
+            &[&format!("{}:{port}", pod.ip)],
+        )?;
+        pod.wait_listening(pod.ip, port, READY_TIMEOUT)
+            .context("the Go h2c server did not start")?;
+        Ok(Self {
+            ip: pod.ip,
+            port,
+            process,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}:{}{path}", self.ip, self.port)
+    }
+}
+
+/// The grpcio server (`python/grpc_server.py`), service `podtap.Test`.
+#[derive(Debug)]
+pub struct GrpcServer {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub process: PodProcess,
+    pub dir: TempDir,
+}
+
+/// The grpcio server's script.
+pub const GRPC_SERVER_PY: &str = include_str!("../python/grpc_server.py");
+
+impl GrpcServer {
+    pub fn start(pod: &Pod, container: usize, port: u16) -> Result<Self> {
+        let python = python_with("grpc")?;
+        let dir = TempDir::new("podtap-grpc")?;
+        let script = dir.path().join("grpc_server.py");
+        std::fs::write(&script, GRPC_SERVER_PY)?;
+        let process = pod.spawn(
+            container,
+            &python.to_string_lossy(),
+            &[
+                &script.to_string_lossy(),
+                &pod.ip.to_string(),
+                &port.to_string(),
+            ],
+        )?;
+        pod.wait_listening(pod.ip, port, READY_TIMEOUT)
+            .context("the grpcio server did not start")?;
+        Ok(Self {
+            ip: pod.ip,
+            port,
+            process,
+            dir,
+        })
+    }
+}
+
+/// What the grpc-go client did: its pid and, per call, (method, status code, messages received).
+#[derive(Debug)]
+pub struct GrpcRun {
+    pub pid: u32,
+    pub calls: Vec<(String, u32, u64)>,
+}
+
+/// Runs the grpc-go client against `target` (`ip:port`) from the pod.
+pub fn grpc_client(pod: &Pod, container: usize, target: &str) -> Result<GrpcRun> {
+    let binary = go_binary("grpc-client")?;
+    let mut cmd = pod.command(container, &binary.to_string_lossy(), &[target])?;
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting the grpc-go client")?;
+    let pid = child.id();
+    let out = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "grpc client failed ({}): {stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let calls = stdout
+        .lines()
+        .map(|line| {
+            let mut parts = line.split_whitespace();
+            let method = parts.next().context("method")?.to_owned();
+            let code = parts.next().context("code")?.parse()?;
+            let received = parts.next().context("received")?.parse()?;
+            Ok((method, code, received))
+        })
+        .collect::<Result<Vec<_>>>()
+        .with_context(|| format!("grpc client output: {stdout}"))?;
+    Ok(GrpcRun { pid, calls })
+}
+
+/// h2load's summary.
+#[derive(Debug, Clone, Copy)]
+pub struct H2loadResult {
+    pub pid: u32,
+    pub done: u64,
+    pub succeeded: u64,
+    pub status_2xx: u64,
+}
+
+/// `h2load -n requests -c clients -m streams url` in the pod.
+pub fn h2load(
+    pod: &Pod,
+    container: usize,
+    url: &str,
+    requests: u32,
+    clients: u32,
+    streams: u32,
+) -> Result<H2loadResult> {
+    require_tool("h2load")?;
+    let (n, c, m) = (
+        requests.to_string(),
+        clients.to_string(),
+        streams.to_string(),
+    );
+    let mut cmd = pod.command(
+        container,
+        "h2load",
+        &["-n", &n, "-c", &c, "-m", &m, "-t", "1", url],
+    )?;
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let pid = child.id();
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!("h2load failed ({}): {text}", out.status);
+    }
+    parse_h2load(&text, pid).with_context(|| format!("parsing h2load output:\n{text}"))
+}
+
+/// Reads `requests: N total, N started, N done, N succeeded, ...` and `status codes: N 2xx, ...`.
+pub fn parse_h2load(text: &str, pid: u32) -> Result<H2loadResult> {
+    let number_before = |line: &str, word: &str| -> Option<u64> {
+        line.split(',').map(str::trim).find_map(|part| {
+            part.strip_suffix(word)?
+                .trim()
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+    };
+    let requests = text
+        .lines()
+        .find(|l| l.starts_with("requests:"))
+        .context("no requests line")?;
+    let codes = text
+        .lines()
+        .find(|l| l.starts_with("status codes:"))
+        .context("no status codes line")?;
+    Ok(H2loadResult {
+        pid,
+        done: number_before(requests, "done").context("done")?,
+        succeeded: number_before(requests, "succeeded").context("succeeded")?,
+        status_2xx: number_before(codes, "2xx").context("2xx")?,
+    })
+}
+
+/// tcpdump writing a pod's packets (one interface, a filter) to a pcap file.
+#[derive(Debug)]
+pub struct Tcpdump {
+    pub file: PathBuf,
+    process: Option<PodProcess>,
+    _dir: TempDir,
+}
+
+impl Tcpdump {
+    /// Starts recording `interface` in the pod (container `container`) and returns once tcpdump listens.
+    pub fn start(pod: &Pod, container: usize, interface: &str, filter: &str) -> Result<Self> {
+        let tcpdump = require_tool("tcpdump").or_else(|_| -> Result<PathBuf> {
+            let p = PathBuf::from("/usr/bin/tcpdump");
+            if p.is_file() {
+                Ok(p)
+            } else {
+                bail!("tcpdump not installed (run `cargo xtask setup`)")
+            }
+        })?;
+        let dir = TempDir::new("podtap-tcpdump")?;
+        let file = dir.path().join("capture.pcap");
+        let mut process = pod.spawn(
+            container,
+            &tcpdump.to_string_lossy(),
+            &[
+                "-i",
+                interface,
+                // Packets reach the file as they come (not a ring block later), unbuffered, as root;
+                // a 64 MiB kernel buffer, so that a 10 MiB burst on the veth loses nothing.
+                "--immediate-mode",
+                "-B",
+                "65536",
+                "-U",
+                "-Z",
+                "root",
+                "-s",
+                "0",
+                "-w",
+                &file.to_string_lossy(),
+                filter,
+            ],
+        )?;
+        let stderr = process.child.stderr.take().context("tcpdump stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("listening on") {
+                    tx.send(()).ok();
+                }
+            }
+        });
+        rx.recv_timeout(READY_TIMEOUT)
+            .context("tcpdump did not start listening")?;
+        Ok(Self {
+            file,
+            process: Some(process),
+            _dir: dir,
+        })
+    }
+
+    /// Stops the recording (SIGINT, which flushes the file) and returns the podtap replay of it.
+    pub fn stop_and_replay(&mut self) -> Result<Vec<Value>> {
+        if let Some(mut process) = self.process.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(process.pid() as i32, libc::SIGINT) };
+            wait_until(Duration::from_secs(5), || {
+                process.child.try_wait().ok().flatten()
+            });
+        }
+        replay(&self.file)
+    }
+}
+
+/// `podtap replay FILE --output jsonl`: the records, in time order.
+pub fn replay(file: &Path) -> Result<Vec<Value>> {
+    let bin = crate::podtap::binary()?;
+    let out = run(Command::new(bin)
+        .args(["replay"])
+        .arg(file)
+        .args(["--output", "jsonl"]))?;
+    let mut records = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        records.push(
+            serde_json::from_str::<Value>(line).with_context(|| format!("not JSON: {line}"))?,
+        );
+    }
+    Ok(crate::records::sorted_by_time(records))
+}
+
+/// The parts of a record that a live run and a replay of its packets both know (a replay has no pods
+/// or processes), as one comparable string.
+pub fn wire_view(r: &Value) -> String {
+    let mut v = serde_json::json!({
+        "protocol": r["protocol"],
+        "version": r["version"],
+        "client": {"ip": r["client"]["ip"], "port": r["client"]["port"]},
+        "server": {"ip": r["server"]["ip"], "port": r["server"]["port"]},
+        "request": r["request"],
+        "response": r["response"],
+        "status": r["status"],
+    });
+    if r.get("response").is_none() {
+        v["response"] = Value::Null;
+    }
+    v.to_string()
+}
+
+/// Asserts that the live records and the replay of the recording say the same (as multisets).
+pub fn assert_live_equals_replay(live: &[Value], replayed: &[Value]) {
+    let mut a: Vec<String> = live.iter().map(wire_view).collect();
+    let mut b: Vec<String> = replayed.iter().map(wire_view).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "live reported {} calls, the replay {}:\nlive:\n{}\nreplay:\n{}",
+        a.len(),
+        b.len(),
+        a.join("\n"),
+        b.join("\n")
+    );
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y, "live and replay differ");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_h2load_summary() {
+        let text = "finished in 20.05ms, 9975.06 req/s, 1.06MB/s\nrequests: 200 total, 200 started, 200 done, 199 succeeded, 1 failed, 0 errored, 0 timeout\nstatus codes: 199 2xx, 0 3xx, 1 4xx, 0 5xx\ntraffic: 21.72KB (22243) total\n";
+        let r = super::parse_h2load(text, 7).expect("parse");
+        assert_eq!(
+            (r.pid, r.done, r.succeeded, r.status_2xx),
+            (7, 200, 199, 199)
+        );
+    }
+}
