@@ -9,6 +9,7 @@
 pub mod bpf;
 pub mod cgroup;
 pub mod clients;
+pub mod kafka;
 pub mod netns;
 pub mod podtap;
 pub mod records;
