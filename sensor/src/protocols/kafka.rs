@@ -212,8 +212,8 @@ fn request_check(data: &[u8], level: Level, client_id: Option<&str>) -> Check {
 
 /// Produce (api key 0) is also what a response to correlation id 0..=11 looks like (the id's two
 /// zero bytes read as key 0): its body must start as a Produce body does (valid `acks`, a timeout, a
-/// topic whose name is a legal topic name) and room for at least one topic with one partition. `at`: where the header's client id ends;
-/// `total`: where the message ends. Bytes not captured yet decide nothing.
+/// first topic with a legal topic name) with room for one topic with one partition. `at`: where the
+/// header's client id ends; `total`: where the message ends. Bytes not captured yet decide nothing.
 fn produce_body_check(data: &[u8], version: i16, at: usize, total: usize) -> bool {
     let flexible = decode::flexible(0, version);
     let mut at = at;
