@@ -4,6 +4,7 @@
 //! `protocols` (calls) -> `enrich` (both ends named, through `k8s`) -> `export` (sinks). `app` wires
 //! them per command; `host` and `check` know the node.
 
+pub mod allocator;
 pub mod app;
 pub mod capture;
 pub mod check;
@@ -15,3 +16,7 @@ pub mod host;
 pub mod k8s;
 pub mod model;
 pub mod protocols;
+
+/// See `allocator`: a forged length on the wire must not abort the sensor.
+#[global_allocator]
+static ALLOCATOR: allocator::Allocator = allocator::Allocator;

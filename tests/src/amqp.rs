@@ -17,7 +17,7 @@ use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::Value;
 
 use crate::netns::{Pod, PodProcess};
-use crate::util::{python, require_tool, run, wait_until, workspace_root, TempDir};
+use crate::util::{python, python_with, require_tool, run, wait_until, workspace_root, TempDir};
 
 /// The RabbitMQ scripts that run as the calling user (`/usr/sbin/rabbitmq*` switch to the `rabbitmq`
 /// user and its home, and so its Erlang cookie).
@@ -155,27 +155,6 @@ fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<()> {
             bail!("{cmd:?} did not finish within {timeout:?}")
         }
     }
-}
-
-/// A Python interpreter that can import `module`: Debian's first (a stable process name), then the
-/// `python3` on PATH.
-pub fn python_with(module: &str) -> Result<PathBuf> {
-    let mut candidates = vec![python()?];
-    if let Some(path) = crate::util::which("python3") {
-        candidates.push(path);
-    }
-    for py in candidates {
-        let ok = Command::new(&py)
-            .args(["-c", &format!("import {module}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Ok(py);
-        }
-    }
-    bail!("no python3 here imports {module} (run `cargo xtask setup` to install it)")
 }
 
 /// What the pika session reports about itself.

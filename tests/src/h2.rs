@@ -24,7 +24,7 @@ use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
 
 use crate::netns::{Pod, PodProcess};
-use crate::util::{require_tool, run, wait_until, workspace_root, TempDir};
+use crate::util::{python_with, require_tool, run, wait_until, workspace_root, TempDir};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -78,28 +78,6 @@ pub fn go_binary(name: &str) -> Result<PathBuf> {
     .with_context(|| format!("building {name} with go (GOPATH mode, offline)"))?;
     std::fs::rename(&partial, &binary)?;
     Ok(binary)
-}
-
-/// A Python interpreter that can `import module` (Debian's python3 first, then the one on PATH, which
-/// `cargo xtask setup` installs pip packages into), as the real executable (not a pyenv shim).
-pub fn python_with(module: &str) -> Result<PathBuf> {
-    for candidate in ["/usr/bin/python3", "python3"] {
-        let out = Command::new(candidate)
-            .args([
-                "-c",
-                &format!("import sys, {module}; print(sys.executable)"),
-            ])
-            .output();
-        if let Ok(out) = out {
-            if out.status.success() {
-                let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-                if !path.is_empty() {
-                    return Ok(PathBuf::from(path));
-                }
-            }
-        }
-    }
-    bail!("no python3 can import `{module}` (run `cargo xtask setup`)")
 }
 
 /// Size of `/big.bin` served by nghttpd.

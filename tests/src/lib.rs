@@ -11,6 +11,7 @@ pub mod bpf;
 pub mod cgroup;
 pub mod clients;
 pub mod h2;
+pub mod kafka;
 pub mod netns;
 pub mod podtap;
 pub mod records;

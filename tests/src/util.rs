@@ -55,6 +55,29 @@ pub fn python() -> Result<PathBuf> {
     require_tool("python3")
 }
 
+/// A python interpreter that imports `module`, as its real executable (not a pyenv shim, so that a
+/// client's pid and name are python's): Debian's `python3` first, then the one on PATH, where `cargo
+/// xtask setup` installs the PyPI packages.
+pub fn python_with(module: &str) -> Result<PathBuf> {
+    let mut candidates = vec![python()?];
+    if let Ok(on_path) = require_tool("python3") {
+        candidates.push(on_path);
+    }
+    let code = format!("import {module}, sys; print(sys.executable)");
+    for candidate in candidates {
+        let out = std::process::Command::new(&candidate)
+            .args(["-c", &code])
+            .output();
+        if let Ok(out) = out {
+            let exe = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if out.status.success() && !exe.is_empty() {
+                return Ok(PathBuf::from(exe));
+            }
+        }
+    }
+    bail!("no python3 imports `{module}` (run `cargo xtask setup` as root to install it)")
+}
+
 /// Fails unless running as root (netns, cgroups and eBPF all need it).
 pub fn require_root() -> Result<()> {
     // SAFETY: geteuid has no preconditions.

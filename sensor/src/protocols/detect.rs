@@ -5,7 +5,7 @@
 //! the connection uses its protocol's well-known port (`Hints`). Probes run in order of how specific
 //! their signature is, so a loose one never shadows a strict one.
 
-use super::{amqp, http1, http2, Parser};
+use super::{amqp, http1, http2, kafka, Parser};
 use crate::model::{Side, Transport};
 
 /// The answer of a probe on the first bytes of one side.
@@ -58,6 +58,7 @@ pub enum Known {
     Amqp,
     /// HTTP/2 without TLS (prior knowledge, or joined in the middle); gRPC rides on it.
     Http2,
+    Kafka,
 }
 
 impl Known {
@@ -69,6 +70,7 @@ impl Known {
             Known::Http1 => Box::new(http1::Http1Parser::new()),
             Known::Amqp => Box::new(amqp::AmqpParser::new()),
             Known::Http2 => Box::new(http2::Http2Parser::new()),
+            Known::Kafka => Box::new(kafka::KafkaParser::new()),
         }
     }
 }
@@ -79,7 +81,7 @@ type Probe = fn(&[u8], &Hints) -> Detection;
 /// TCP probes, most specific signature first. HTTP/1's text never parses as HTTP/2 frames (its first
 /// three bytes would be a frame length of several megabytes), and the HTTP/2 preface is no HTTP/1
 /// request line (`PRI` is no method podtap knows).
-const TCP_PROBES: &[Probe] = &[http1::probe, amqp::probe, http2::probe];
+const TCP_PROBES: &[Probe] = &[http1::probe, amqp::probe, http2::probe, kafka::probe];
 
 /// UDP probes.
 const UDP_PROBES: &[Probe] = &[];

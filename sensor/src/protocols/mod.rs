@@ -8,6 +8,7 @@ pub mod amqp;
 pub mod detect;
 pub mod http1;
 pub mod http2;
+pub mod kafka;
 
 use crate::model::{ParsedCall, Protocol, Side, UnixNanos};
 
