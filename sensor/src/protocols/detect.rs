@@ -5,7 +5,7 @@
 //! the connection uses its protocol's well-known port (`Hints`). Probes run in order of how specific
 //! their signature is, so a loose one never shadows a strict one.
 
-use super::{http1, Parser};
+use super::{dns, http1, Parser};
 use crate::model::{Side, Transport};
 
 /// The answer of a probe on the first bytes of one side.
@@ -55,15 +55,17 @@ impl Hints {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Known {
     Http1,
+    Dns,
 }
 
 impl Known {
     /// A fresh parser for a connection of this protocol.
     #[must_use]
     pub fn parser(self, transport: Transport) -> Box<dyn Parser> {
-        let _ = transport;
         match self {
             Known::Http1 => Box::new(http1::Http1Parser::new()),
+            // One message per datagram over UDP, length-prefixed messages over TCP.
+            Known::Dns => Box::new(dns::DnsParser::new(transport)),
         }
     }
 }
@@ -72,10 +74,10 @@ impl Known {
 type Probe = fn(&[u8], &Hints) -> Detection;
 
 /// TCP probes, most specific signature first.
-const TCP_PROBES: &[Probe] = &[http1::probe];
+const TCP_PROBES: &[Probe] = &[http1::probe, dns::probe];
 
-/// UDP probes.
-const UDP_PROBES: &[Probe] = &[];
+/// UDP probes: each gets a whole datagram.
+const UDP_PROBES: &[Probe] = &[dns::probe];
 
 /// Probes the first bytes one side sent.
 #[must_use]
