@@ -381,3 +381,104 @@ fn zeek_udp_long_connection() {
     assert_eq!(kinds.get("LOC"), Some(&1), "{kinds:?}");
     assert_eq!(kinds.get("ANY"), Some(&1), "{kinds:?}");
 }
+
+/// `id 0x1234, RD, example.test A IN`.
+const QUERY: &[u8] = &[
+    0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // header
+    7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 4, b't', b'e', b's', b't', 0, // name
+    0x00, 0x01, 0x00, 0x01, // A IN
+];
+
+/// Its answer: `10.1.2.3`.
+const RESPONSE: &[u8] = &[
+    0x12, 0x34, 0x81, 0x80, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, // header
+    7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 4, b't', b'e', b's', b't', 0, // name
+    0x00, 0x01, 0x00, 0x01, // A IN
+    0xc0, 0x0c, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x3c, 0x00, 0x04, 10, 1, 2,
+    3, // answer
+];
+
+/// A raw IPv4 packet (link type RAW): `flags_fragment` is the flags/fragment-offset word.
+fn ipv4(protocol: u8, flags_fragment: u16, src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    let total = u16::try_from(20 + payload.len()).expect("small");
+    let mut p = vec![0x45, 0];
+    p.extend(total.to_be_bytes());
+    p.extend([0, 1]); // identification
+    p.extend(flags_fragment.to_be_bytes());
+    p.extend([64, protocol, 0, 0]); // TTL, protocol, checksum (not checked)
+    p.extend(src);
+    p.extend(dst);
+    p.extend(payload);
+    p
+}
+
+fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(8 + payload.len()).expect("small");
+    let mut d = Vec::new();
+    for word in [sport, dport, len, 0] {
+        d.extend(word.to_be_bytes());
+    }
+    d.extend(payload);
+    d
+}
+
+/// A pcap file (microseconds, link type 101 RAW) holding `frames`, one a second.
+fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend(0xa1b2_c3d4u32.to_le_bytes());
+    f.extend(2u16.to_le_bytes());
+    f.extend(4u16.to_le_bytes());
+    f.extend([0; 8]); // thiszone, sigfigs
+    f.extend(65_535u32.to_le_bytes());
+    f.extend(101u32.to_le_bytes());
+    for (i, frame) in frames.iter().enumerate() {
+        let len = u32::try_from(frame.len()).expect("small");
+        f.extend((1_700_000_000 + u32::try_from(i).expect("few")).to_le_bytes());
+        f.extend(0u32.to_le_bytes());
+        f.extend(len.to_le_bytes());
+        f.extend(len.to_le_bytes());
+        f.extend(frame);
+    }
+    f
+}
+
+/// UDP in a capture file: datagrams are passed to the flow table, IP fragments and empty datagrams are
+/// passed over (fragments counted), other protocols counted.
+#[test]
+fn udp_datagrams_fragments_and_empty_datagrams_in_a_file() {
+    let (client, server) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+    let frames = vec![
+        ipv4(17, 0x4000, client, server, &udp(40000, 53, QUERY)),
+        // The first fragment of a datagram (more fragments) and a later one (offset 185 * 8).
+        ipv4(17, 0x2000, client, server, &udp(40001, 53, QUERY)),
+        ipv4(17, 185, client, server, b"the rest of it"),
+        // An empty datagram.
+        ipv4(17, 0x4000, client, server, &udp(40002, 53, &[])),
+        // ICMP echo request.
+        ipv4(1, 0, client, server, &[8, 0, 0, 0, 0, 1, 0, 1]),
+        ipv4(17, 0x4000, server, client, &udp(53, 40000, RESPONSE)),
+    ];
+    let dir = std::env::temp_dir().join(format!("podtap-udp-pcap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("udp.pcap");
+    std::fs::write(&path, pcap(&frames)).expect("write");
+    let mut sink = Collect::default();
+    let summary = replay(&path, FlowConfig::default(), &mut sink).expect("replay");
+    std::fs::remove_dir_all(&dir).ok();
+    let calls = sink.0;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].transport, Transport::Udp);
+    assert_eq!(calls[0].client.port, 40000);
+    assert_eq!(calls[0].server.port, 53);
+    let Some(Response::Dns(response)) = &calls[0].response else {
+        panic!("no response: {calls:?}");
+    };
+    assert_eq!(response.answers, ["10.1.2.3"]);
+    let p = summary.pcap;
+    assert_eq!(
+        (p.frames, p.udp_datagrams, p.ip_fragments, p.not_tcp_udp),
+        (6, 3, 2, 1),
+        "{p:?}"
+    );
+    assert_eq!(summary.flow.connections_opened, 1, "{summary:?}");
+}
