@@ -19,6 +19,10 @@ pub const EVENT_SOCK_OWNER: u32 = 2;
 pub const DIR_EGRESS: u8 = 0;
 pub const DIR_INGRESS: u8 = 1;
 
+/// Transports in `PacketHeader::protocol`: the IP protocol numbers.
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
 /// TCP header flags as they appear in the flags byte.
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
@@ -34,10 +38,11 @@ pub const COUNTER_NOT_PARSED: u32 = 4;
 pub const COUNTER_OWNER_RINGBUF_FULL: u32 = 5;
 pub const COUNTER_COUNT: u32 = 6;
 
-/// Header of one captured TCP segment; `captured` payload bytes follow it in the same record.
+/// Header of one captured TCP segment or UDP datagram; `captured` payload bytes follow it in the same
+/// record.
 ///
-/// The payload bytes are the TCP payload from offset `skipped` on: a prefix the userspace asked to skip
-/// (a body it does not parse) is not copied.
+/// The payload bytes are the TCP or UDP payload from offset `skipped` on: a prefix the userspace asked to
+/// skip (a body it does not parse) is not copied.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PacketHeader {
@@ -51,9 +56,9 @@ pub struct PacketHeader {
     pub cookie: u64,
     /// cgroup v2 id (the inode of the cgroup directory) of the socket's owner.
     pub cgroup_id: u64,
-    /// TCP sequence number of the first payload byte of the segment.
+    /// TCP sequence number of the first payload byte of the segment (0 for UDP).
     pub seq: u32,
-    /// TCP payload length of the whole segment (a GSO/GRO segment can be up to 64 KiB or more).
+    /// Payload length of the whole segment or datagram (a GSO/GRO segment can be up to 64 KiB or more).
     pub payload_len: u32,
     /// Payload bytes at the start of the segment that were not copied (skipped on request).
     pub skipped: u32,
@@ -69,9 +74,10 @@ pub struct PacketHeader {
     pub family: u8,
     /// `DIR_EGRESS` or `DIR_INGRESS`.
     pub direction: u8,
-    /// TCP flags (`TCP_*`).
+    /// TCP flags (`TCP_*`; 0 for UDP).
     pub tcp_flags: u8,
-    pub _pad1: u8,
+    /// `PROTO_TCP` or `PROTO_UDP`.
+    pub protocol: u8,
     pub _pad2: u32,
 }
 
@@ -101,9 +107,10 @@ pub struct SkipKey {
 }
 
 /// Skip modes in `SkipValue::mode`.
-/// Copy no payload before sequence number `until_seq` (a body userspace does not need).
+/// Copy no payload before sequence number `until_seq` (a body userspace does not need; TCP only).
 pub const SKIP_UNTIL_SEQ: u32 = 1;
-/// Copy no payload at all on this direction (a connection no parser recognised).
+/// Copy no payload at all on this direction (a connection or UDP socket no parser recognised). TCP
+/// segments with SYN/FIN/RST are still reported, without payload; UDP datagrams are not reported.
 pub const SKIP_ALL: u32 = 2;
 
 /// Value of the `SKIP` map.

@@ -2,8 +2,9 @@
 //!
 //! - `podtap_egress` / `podtap_ingress` (`cgroup_skb`, attached to the cgroup v2 root; kernel >= 4.10,
 //!   ring buffer >= 5.8): every TCP segment of every socket on the node that carries payload or
-//!   SYN/FIN/RST becomes one `PacketHeader` record with a capped payload prefix. Bodies userspace asked
-//!   to skip (the `SKIP` map) are not copied.
+//!   SYN/FIN/RST, and every non-empty UDP datagram, becomes one `PacketHeader` record with a capped
+//!   payload prefix. Bodies userspace asked to skip (the `SKIP` map) are not copied; sockets it gave up
+//!   on send no payload (UDP: nothing at all).
 //! - `podtap_sock_send` / `podtap_sock_recv` (`tp_btf` on `sock_send_length` / `sock_recv_length`,
 //!   kernel >= 6.3): in the context of the process that sends or receives, tie the socket cookie to
 //!   that process (`SockOwnerEvent`), once per socket and owner.
@@ -29,7 +30,8 @@ use podtap_common::{
     PacketHeader, SkipKey, SkipValue, SockOwnerEvent, COUNTER_BYTES_SKIPPED, COUNTER_COUNT,
     COUNTER_NOT_PARSED, COUNTER_OWNER_RINGBUF_FULL, COUNTER_PACKETS, COUNTER_PAYLOAD_TRUNCATED,
     COUNTER_RINGBUF_FULL, DEFAULT_MAX_PAYLOAD, DIR_EGRESS, DIR_INGRESS, EVENT_PACKET,
-    EVENT_SOCK_OWNER, MAX_PAYLOAD_LIMIT, SKIP_ALL, SKIP_UNTIL_SEQ, TCP_FIN, TCP_RST, TCP_SYN,
+    EVENT_SOCK_OWNER, MAX_PAYLOAD_LIMIT, PROTO_TCP, PROTO_UDP, SKIP_ALL, SKIP_UNTIL_SEQ, TCP_FIN,
+    TCP_RST, TCP_SYN,
 };
 
 /// Capped payload prefix copied per segment; set by the loader from `--max-payload`.
@@ -79,7 +81,12 @@ static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
-const IPPROTO_TCP: u8 = 6;
+const IPPROTO_TCP: u8 = PROTO_TCP;
+const IPPROTO_UDP: u8 = PROTO_UDP;
+const UDP_HEADER_LEN: u32 = 8;
+/// IPv4 "more fragments" flag and fragment offset mask in the flags/offset field.
+const IP_MF: u16 = 0x2000;
+const IP_OFFSET: u16 = 0x1fff;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 /// `offsetof(struct sock_common, skc_family)`: unchanged since Linux 4.x.
@@ -130,11 +137,17 @@ fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
     // SAFETY: the per-CPU scratch slot is ours for the duration of this program run.
     let header: &mut PacketHeader = unsafe { &mut (*scratch).header };
 
-    let (ip_header_len, family) = match ethertype {
+    let (ip_header_len, family, protocol) = match ethertype {
         ETH_P_IP => {
             let version_ihl: u8 = ctx.load(0)?;
             let protocol: u8 = ctx.load(9)?;
-            if protocol != IPPROTO_TCP {
+            if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
+                return Ok(());
+            }
+            // A fragment other than a whole datagram carries no (or no whole) transport payload. The
+            // socket hooks see datagrams before fragmentation and after reassembly, so this is defensive.
+            let fragment: [u8; 2] = ctx.load(6)?;
+            if u16::from_be_bytes(fragment) & (IP_MF | IP_OFFSET) != 0 {
                 return Ok(());
             }
             let saddr: [u8; 4] = ctx.load(12)?;
@@ -143,33 +156,42 @@ fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
             header.daddr = [0; 16];
             header.saddr[..4].copy_from_slice(&saddr);
             header.daddr[..4].copy_from_slice(&daddr);
-            (u32::from(version_ihl & 0x0f) * 4, 4u8)
+            (u32::from(version_ihl & 0x0f) * 4, 4u8, protocol)
         }
         ETH_P_IPV6 => {
             let next_header: u8 = ctx.load(6)?;
-            if next_header != IPPROTO_TCP {
+            if next_header != IPPROTO_TCP && next_header != IPPROTO_UDP {
                 return Ok(());
             }
             header.saddr = ctx.load(8)?;
             header.daddr = ctx.load(24)?;
-            (40, 6u8)
+            (40, 6u8, next_header)
         }
         _ => return Ok(()),
     };
     if ip_header_len < 20 {
         return Ok(());
     }
-    let tcp = ip_header_len as usize;
-    let ports: [u8; 4] = ctx.load(tcp)?;
-    let seq: [u8; 4] = ctx.load(tcp + 4)?;
-    let data_offset: u8 = ctx.load(tcp + 12)?;
-    let tcp_flags: u8 = ctx.load(tcp + 13)?;
-    let payload_offset = ip_header_len + u32::from(data_offset >> 4) * 4;
+    let l4 = ip_header_len as usize;
+    let ports: [u8; 4] = ctx.load(l4)?;
     let skb_len = ctx.len();
+    let (seq, payload_offset, tcp_flags) = if protocol == IPPROTO_TCP {
+        let seq: [u8; 4] = ctx.load(l4 + 4)?;
+        let data_offset: u8 = ctx.load(l4 + 12)?;
+        let tcp_flags: u8 = ctx.load(l4 + 13)?;
+        (
+            u32::from_be_bytes(seq),
+            ip_header_len + u32::from(data_offset >> 4) * 4,
+            tcp_flags,
+        )
+    } else {
+        // UDP: an 8-byte header; the datagram's payload is the rest of the packet.
+        (0, ip_header_len + UDP_HEADER_LEN, 0)
+    };
     let payload_len = skb_len.saturating_sub(payload_offset);
     let control = tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST);
     if payload_len == 0 && control == 0 {
-        return Ok(()); // a pure ACK tells userspace nothing
+        return Ok(()); // a pure ACK, or an empty datagram, tells userspace nothing
     }
     count(COUNTER_PACKETS, 1);
 
@@ -179,7 +201,6 @@ fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
     if unsafe { EXCLUDED.get(&cookie) }.is_some() {
         return Ok(());
     }
-    let seq = u32::from_be_bytes(seq);
 
     // How much of the payload userspace does not want.
     let mut skipped: u32 = 0;
@@ -197,7 +218,7 @@ fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
                 return Ok(()); // userspace only wants to know when it ends
             }
             skipped = payload_len;
-        } else if skip.mode == SKIP_UNTIL_SEQ {
+        } else if skip.mode == SKIP_UNTIL_SEQ && protocol == IPPROTO_TCP {
             // Serial-number arithmetic: how far the skip end lies past this segment's first byte.
             let ahead = skip.until_seq.wrapping_sub(seq) as i32;
             if ahead > 0 {
@@ -231,7 +252,7 @@ fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
     header.family = family;
     header.direction = direction;
     header.tcp_flags = tcp_flags;
-    header._pad1 = 0;
+    header.protocol = protocol;
     header._pad2 = 0;
 
     // SAFETY: a global the loader may rewrite before load; read it as such.

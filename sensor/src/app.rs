@@ -61,13 +61,14 @@ impl Summary {
         let f = &self.flow;
         let k = &self.kernel;
         format!(
-            "podtap: summary calls={} connections={} unrecognised_connections={} mirrored_connections={} calls_seen_twice={} \
+            "podtap: summary calls={} connections={} unrecognised_connections={} unrecognised_udp_sockets={} mirrored_connections={} calls_seen_twice={} \
              packets={} ring_buffer_full={} owner_ring_buffer_full={} payload_truncated={} bytes_skipped={} \
-             gaps={} gap_bytes={} retransmits={} out_of_order={} stream_overflow={} malformed={} pending_overflow={} \
-             evicted={} idle_closed={} decode_errors={} skip_errors={} frames={} not_tcp={} undecodable_frames={}",
+             gaps={} gap_bytes={} retransmits={} out_of_order={} stream_overflow={} malformed={} pending_overflow={} unmatched_responses={} \
+             evicted={} idle_closed={} decode_errors={} skip_errors={} frames={} not_tcp_udp={} ip_fragments={} undecodable_frames={}",
             self.calls_written,
             f.connections_opened,
             f.connections_unrecognised,
+            f.udp_sockets_unrecognised,
             f.connections_mirrored,
             f.calls_seen_twice,
             k.packets,
@@ -82,12 +83,14 @@ impl Summary {
             f.streams.overflow_drops,
             f.parsers.malformed,
             f.parsers.pending_overflow,
+            f.parsers.unmatched_responses,
             f.connections_evicted,
             f.connections_idle_closed,
             self.decode_errors,
             self.skip_errors,
             self.pcap.frames,
-            self.pcap.not_tcp,
+            self.pcap.not_tcp_udp,
+            self.pcap.ip_fragments,
             self.pcap.undecodable,
         )
     }

@@ -59,6 +59,10 @@ pub struct RunArgs {
     /// Connections tracked at once; the least recently active is dropped beyond it.
     #[arg(long, default_value_t = 65_536)]
     pub max_connections: usize,
+    /// A UDP flow (a socket and one peer) with no datagram for this long is closed, and a request over
+    /// UDP (a DNS query) unanswered for this long is reported as `no_response`.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = positive_seconds)]
+    pub udp_timeout: f64,
     /// The cgroup v2 mount to attach to (default: found in /proc/self/mountinfo).
     #[arg(long, value_name = "PATH")]
     pub cgroup_root: Option<PathBuf>,
@@ -70,6 +74,14 @@ pub struct ReplayArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
+        return Err("must be a number of seconds above 0 and at most 86400".into());
+    }
+    Ok(value)
 }
 
 fn ring_size(text: &str) -> Result<u32, String> {

@@ -75,6 +75,10 @@ fn main() -> anyhow::Result<()> {
                 },
                 flow: FlowConfig {
                     max_connections: args.max_connections,
+                    udp_idle_timeout_ns: Duration::from_secs_f64(args.udp_timeout)
+                        .as_nanos()
+                        .try_into()
+                        .unwrap_or(u64::MAX),
                     ..FlowConfig::default()
                 },
                 duration: args.duration.map(Duration::from_secs_f64),

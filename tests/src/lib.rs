@@ -1,6 +1,6 @@
 //! End-to-end test harness: "pods" made of network namespaces and kubelet-named cgroups, real servers
-//! (nginx, python) and clients (curl, wrk, python) running inside them, and a runner for the `podtap`
-//! binary that collects its JSON call records.
+//! (nginx, python, dnsmasq) and clients (curl, wrk, python, dig) running inside them, and a runner for
+//! the `podtap` binary that collects its JSON call records.
 //!
 //! Everything here needs root and a real kernel. Setup failures are returned as errors (and tests turn
 //! them into panics): nothing is ever skipped silently. Every resource has a drop guard, so a failing
@@ -10,6 +10,7 @@ pub mod amqp;
 pub mod bpf;
 pub mod cgroup;
 pub mod clients;
+pub mod dns;
 pub mod h2;
 pub mod kafka;
 pub mod netns;

@@ -46,6 +46,30 @@ pub fn binary() -> Result<PathBuf> {
     )
 }
 
+/// Runs `podtap replay FILE --output jsonl` to the end.
+pub fn replay(file: &std::path::Path) -> Result<PodtapOutput> {
+    let out = Command::new(binary()?)
+        .args(["replay", "--output", "jsonl"])
+        .arg(file)
+        .stdin(Stdio::null())
+        .output()
+        .context("running podtap replay")?;
+    let mut records = Vec::new();
+    let mut bad_lines = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        match serde_json::from_str::<Value>(line) {
+            Ok(v) => records.push(v),
+            Err(_) => bad_lines.push(line.to_owned()),
+        }
+    }
+    Ok(PodtapOutput {
+        status: out.status,
+        records: sorted_by_time(records),
+        bad_lines,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
 /// A running `podtap run`.
 #[derive(Debug)]
 pub struct Podtap {
@@ -162,11 +186,18 @@ impl Podtap {
 
     /// Records printed so far that involve one of `ips` (as client or server address).
     pub fn records_for(&self, ips: &[Ipv4Addr]) -> Vec<Value> {
+        self.all_records()
+            .into_iter()
+            .filter(|r| involves(r, ips))
+            .collect()
+    }
+
+    /// Every record printed so far.
+    pub fn all_records(&self) -> Vec<Value> {
         let lines = self.stdout.lock().map(|v| v.clone()).unwrap_or_default();
         lines
             .iter()
             .filter_map(|l| serde_json::from_str(l).ok())
-            .filter(|r| involves(r, ips))
             .collect()
     }
 

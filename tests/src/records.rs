@@ -1,7 +1,7 @@
 //! Assertions on podtap's JSON call records: filtering by the test's own addresses and checking each
 //! field against what the test knows (both ends' address, pod uid, container id, client pid).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde_json::Value;
 
@@ -31,7 +31,7 @@ pub fn sorted_by_time(mut v: Vec<Value>) -> Vec<Value> {
 /// One end of a call as the test knows it.
 #[derive(Clone, Debug)]
 pub struct EndExpect {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// None: any port (client ephemeral ports are not known to the test).
     pub port: Option<u16>,
     pub pod_uid: String,
@@ -43,6 +43,11 @@ pub struct EndExpect {
 
 impl EndExpect {
     pub fn new(ip: Ipv4Addr, port: Option<u16>, c: &Container) -> Self {
+        Self::at(IpAddr::V4(ip), port, c)
+    }
+
+    /// `new` for any address (IPv6 too).
+    pub fn at(ip: IpAddr, port: Option<u16>, c: &Container) -> Self {
         Self {
             ip,
             port,

@@ -7,11 +7,11 @@ pub mod pcap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use podtap_common::{
-    PacketHeader, SockOwnerEvent, DIR_EGRESS, EVENT_PACKET, EVENT_SOCK_OWNER, TCP_ACK, TCP_FIN,
-    TCP_RST, TCP_SYN,
+    PacketHeader, SockOwnerEvent, DIR_EGRESS, EVENT_PACKET, EVENT_SOCK_OWNER, PROTO_TCP, PROTO_UDP,
+    TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
-use crate::model::{Direction, UnixNanos};
+use crate::model::{Direction, Transport, UnixNanos};
 
 /// TCP control flags of a segment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -34,23 +34,38 @@ impl TcpFlags {
     }
 }
 
-/// One TCP segment as a socket saw it.
+/// One TCP segment or UDP datagram as a socket saw it.
 #[derive(Clone, Copy, Debug)]
 pub struct Packet<'a> {
     /// The socket's id (socket cookie, or a synthetic id for capture files).
     pub cookie: u64,
+    pub transport: Transport,
     /// cgroup v2 id of the socket (0 when unknown).
     pub cgroup_id: u64,
     pub direction: Direction,
     pub src: SocketAddr,
     pub dst: SocketAddr,
+    /// TCP sequence number of the first payload byte (0 for UDP).
     pub seq: u32,
+    /// Payload length of the whole segment or datagram (more than `payload` when cut short).
     pub payload_len: u32,
     /// Payload bytes at the start that were not copied.
     pub skipped: u32,
     pub payload: &'a [u8],
+    /// TCP flags (all unset for UDP).
     pub flags: TcpFlags,
     pub ts: UnixNanos,
+}
+
+impl Packet<'_> {
+    /// (local, remote): the socket's own address first.
+    #[must_use]
+    pub fn local_remote(&self) -> (SocketAddr, SocketAddr) {
+        match self.direction {
+            Direction::Egress => (self.src, self.dst),
+            Direction::Ingress => (self.dst, self.src),
+        }
+    }
 }
 
 /// The process that used a socket.
@@ -79,6 +94,8 @@ pub enum DecodeError {
     PayloadLength { claimed: u32, carried: usize },
     #[error("unknown address family {family}")]
     Family { family: u8 },
+    #[error("unknown transport protocol {protocol}")]
+    Protocol { protocol: u8 },
 }
 
 fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
@@ -113,8 +130,14 @@ pub fn decode(record: &[u8], clock_offset: i64) -> Result<Event<'_>, DecodeError
                         claimed: header.captured,
                         carried: payload.len(),
                     })?;
+            let transport = match header.protocol {
+                PROTO_TCP => Transport::Tcp,
+                PROTO_UDP => Transport::Udp,
+                protocol => return Err(DecodeError::Protocol { protocol }),
+            };
             Ok(Event::Packet(Packet {
                 cookie: header.cookie,
+                transport,
                 cgroup_id: header.cgroup_id,
                 direction: if header.direction == DIR_EGRESS {
                     Direction::Egress

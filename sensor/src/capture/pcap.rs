@@ -3,8 +3,9 @@
 //! In: a file (Ethernet with VLAN tags, Linux cooked SLL and SLL2, raw IP, BSD loopback/null; IPv4 and
 //! IPv6). Out: the same `Event`s as the live source, so replay runs the same flow table and parsers.
 //! A file has no sockets: each TCP connection gets a synthetic id, and its "local" end is the one that
-//! sent the SYN (or, without one, the first packet). Frames that are not TCP are counted and passed
-//! over; a corrupt file is an error naming the offset.
+//! sent the SYN (or, without one, the first packet); each UDP 5-tuple gets one too, its "local" end the
+//! first sender. Frames that are neither TCP nor UDP, and IP fragments, are counted and passed over; a
+//! corrupt file is an error naming the offset.
 
 use std::{
     collections::HashMap,
@@ -14,11 +15,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TcpSlice};
+use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TcpSlice, UdpSlice};
 use pcap_parser::{PcapBlockOwned, PcapError};
 
 use super::{Event, Packet, TcpFlags};
-use crate::model::{Direction, UnixNanos};
+use crate::model::{Direction, Transport, UnixNanos};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PcapReadError {
@@ -43,7 +44,11 @@ pub enum PcapReadError {
 pub struct PcapStats {
     pub frames: u64,
     pub tcp_segments: u64,
-    pub not_tcp: u64,
+    pub udp_datagrams: u64,
+    /// Frames that are neither TCP nor UDP (or carry no IP at all).
+    pub not_tcp_udp: u64,
+    /// IP fragments: reassembly is not done, so they are passed over.
+    pub ip_fragments: u64,
     pub undecodable: u64,
     pub unsupported_link: u64,
 }
@@ -67,17 +72,18 @@ struct Interface {
     offset: i64,
 }
 
-/// Gives each TCP connection of a file a synthetic socket id and a local end.
+/// Gives each TCP connection and UDP 5-tuple of a file a synthetic socket id and a local end.
 #[derive(Default)]
 struct Connections {
     ids: HashMap<(SocketAddr, SocketAddr), (u64, SocketAddr)>,
+    udp: HashMap<(SocketAddr, SocketAddr), (u64, SocketAddr)>,
     next_id: u64,
 }
 
 impl Connections {
     /// The connection id and direction of a segment from `src` to `dst`.
     fn classify(&mut self, src: SocketAddr, dst: SocketAddr, flags: TcpFlags) -> (u64, Direction) {
-        let key = if src <= dst { (src, dst) } else { (dst, src) };
+        let key = unordered(src, dst);
         let fresh_syn = flags.syn && !flags.ack;
         let entry = self.ids.get(&key).copied();
         let (id, local) = match entry {
@@ -89,18 +95,40 @@ impl Connections {
                 known
             }
         };
-        (
-            id,
-            if src == local {
-                Direction::Egress
-            } else {
-                Direction::Ingress
-            },
-        )
+        (id, direction(src, local))
+    }
+
+    /// The socket id and direction of a UDP datagram from `src` to `dst`: the first sender of a
+    /// 5-tuple is its local end.
+    fn classify_udp(&mut self, src: SocketAddr, dst: SocketAddr) -> (u64, Direction) {
+        let key = unordered(src, dst);
+        let next_id = &mut self.next_id;
+        let (id, local) = *self.udp.entry(key).or_insert_with(|| {
+            *next_id += 1;
+            (*next_id, src)
+        });
+        (id, direction(src, local))
     }
 }
 
-/// Reads `path` and hands every TCP segment to `handler` as an `Event`.
+/// Both ends in a fixed order: the same key for both directions.
+fn unordered(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+fn direction(src: SocketAddr, local: SocketAddr) -> Direction {
+    if src == local {
+        Direction::Egress
+    } else {
+        Direction::Ingress
+    }
+}
+
+/// Reads `path` and hands every TCP segment and UDP datagram to `handler` as an `Event`.
 ///
 /// # Errors
 /// The file cannot be opened, is not a capture, or is corrupt (with the byte offset).
@@ -306,16 +334,54 @@ fn frame(
             IpAddr::V6(ip.header().destination_addr()),
         ),
         None => {
-            stats.not_tcp += 1;
+            stats.not_tcp_udp += 1;
             return;
         }
     };
     let Some(ip_payload) = sliced.ip_payload() else {
-        stats.not_tcp += 1;
+        stats.not_tcp_udp += 1;
         return;
     };
-    if ip_payload.ip_number != etherparse::IpNumber::TCP || ip_payload.fragmented {
-        stats.not_tcp += 1;
+    if ip_payload.fragmented {
+        stats.ip_fragments += 1;
+        return;
+    }
+    if ip_payload.ip_number == etherparse::IpNumber::UDP {
+        let Ok(udp) = UdpSlice::from_slice_lax(ip_payload.payload) else {
+            stats.undecodable += 1;
+            return;
+        };
+        stats.udp_datagrams += 1;
+        let payload = udp.payload();
+        // The header's length tells the datagram's real size when the capture cut the frame short.
+        let payload_len = match usize::from(udp.length()).checked_sub(8) {
+            Some(len) if ip_payload.incomplete && len > payload.len() => len as u32,
+            _ => payload.len() as u32,
+        };
+        if payload_len == 0 {
+            return; // an empty datagram tells nothing (the kernel drops them too)
+        }
+        let src = SocketAddr::new(src_ip, udp.source_port());
+        let dst = SocketAddr::new(dst_ip, udp.destination_port());
+        let (cookie, direction) = connections.classify_udp(src, dst);
+        handler(&Event::Packet(Packet {
+            cookie,
+            transport: Transport::Udp,
+            cgroup_id: 0,
+            direction,
+            src,
+            dst,
+            seq: 0,
+            payload_len,
+            skipped: 0,
+            payload,
+            flags: TcpFlags::default(),
+            ts,
+        }));
+        return;
+    }
+    if ip_payload.ip_number != etherparse::IpNumber::TCP {
+        stats.not_tcp_udp += 1;
         return;
     }
     let Ok(tcp) = TcpSlice::from_slice(ip_payload.payload) else {
@@ -340,6 +406,7 @@ fn frame(
     let (cookie, direction) = connections.classify(src, dst, flags);
     handler(&Event::Packet(Packet {
         cookie,
+        transport: Transport::Tcp,
         cgroup_id: 0,
         direction,
         src,

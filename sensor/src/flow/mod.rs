@@ -1,14 +1,17 @@
-//! The connection table: one entry per socket (the kernel's socket cookie, or a synthetic id for capture
-//! files), two `Stream`s each, the protocol detection, and the parser.
+//! The connection table: one entry per TCP socket (the kernel's socket cookie, or a synthetic id for
+//! capture files), two `Stream`s each, the protocol detection, and the parser; and one entry per UDP
+//! flow, a socket and one remote address (`udp`).
 //!
 //! In: `capture::Event`s. Out: `FlowCall`s (a parsed call with both ends' addresses and, for ends that
 //! are sockets on this node, their cookie, cgroup and owning process) and `SkipRequest`s for the kernel.
-//! Bounded: connections (least recently used evicted), bytes per direction, pending requests; idle
-//! connections are closed by `tick`. When both ends of a connection are sockets on this node, the call
-//! is reported once, from the client's socket. At a close, segments still waiting for missing bytes are
-//! delivered after a gap (the missing bytes will not come), before the parser's `close`.
+//! Bounded: connections and flows (least recently used evicted), bytes per direction, pending requests;
+//! idle connections are closed by `tick` (UDP flows after a shorter idle time). When both ends of a
+//! connection are sockets on this node, the call is reported once, from the client's socket. At a
+//! close, segments still waiting for missing bytes are delivered after a gap (the missing bytes will not
+//! come), before the parser's `close`.
 
 pub mod stream;
+mod udp;
 
 use std::{collections::HashMap, net::SocketAddr, num::NonZeroUsize};
 
@@ -31,6 +34,9 @@ pub struct FlowConfig {
     pub stream: StreamLimits,
     /// A connection with no packet for this long is closed (pending requests become `no_response`).
     pub idle_timeout_ns: u64,
+    /// The same for UDP flows, which have no end of their own; it is also how long a UDP request
+    /// waits for its response before it is `no_response`.
+    pub udp_idle_timeout_ns: u64,
     /// Skips longer than this are handed to the kernel, so that it stops copying the bytes.
     pub kernel_skip_threshold: u64,
     /// Bytes of a direction's start examined before a connection is declared not a known protocol.
@@ -45,6 +51,7 @@ impl Default for FlowConfig {
             max_connections: 65_536,
             stream: StreamLimits::default(),
             idle_timeout_ns: 120 * 1_000_000_000,
+            udp_idle_timeout_ns: 10 * 1_000_000_000,
             kernel_skip_threshold: 8 * 1024,
             detect_limit: 64,
             detect_segments: 4,
@@ -98,12 +105,16 @@ pub enum SkipKind {
 /// What the table counts, for podtap's own metrics and the exit summary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowStats {
+    /// TCP connections and UDP flows.
     pub connections_opened: u64,
     pub connections_evicted: u64,
     pub connections_idle_closed: u64,
     pub connections_unrecognised: u64,
-    /// Server sockets whose client socket is on this node too (their payload is not copied).
+    /// Server sockets (UDP: flows) whose client socket is on this node too (TCP: their payload is not
+    /// copied).
     pub connections_mirrored: u64,
+    /// UDP sockets whose first datagrams were no known protocol (the kernel stops copying them).
+    pub udp_sockets_unrecognised: u64,
     pub calls: u64,
     pub calls_seen_twice: u64,
     pub streams: StreamStats,
@@ -132,7 +143,36 @@ impl Protocol {
     }
 }
 
+/// A TCP connection: its socket. A UDP flow: its socket and the remote address (an unconnected socket
+/// talks to many).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FlowKey {
+    cookie: u64,
+    /// `None` for TCP.
+    remote: Option<SocketAddr>,
+}
+
+impl FlowKey {
+    fn tcp(cookie: u64) -> Self {
+        Self {
+            cookie,
+            remote: None,
+        }
+    }
+
+    fn udp(cookie: u64, remote: SocketAddr) -> Self {
+        Self {
+            cookie,
+            remote: Some(remote),
+        }
+    }
+}
+
+/// (transport, local, remote): a connection or flow as its socket sees it.
+type Tuple = (Transport, SocketAddr, SocketAddr);
+
 struct Connection {
+    transport: Transport,
     local: SocketAddr,
     remote: SocketAddr,
     cgroup_id: u64,
@@ -160,6 +200,30 @@ impl Connection {
             Direction::Ingress => local.other(),
         }
     }
+
+    /// What detection knows of the bytes going in `direction` besides the bytes.
+    fn hints(&self, direction: Direction) -> Hints {
+        let (sender, receiver) = match direction {
+            Direction::Egress => (self.local, self.remote),
+            Direction::Ingress => (self.remote, self.local),
+        };
+        Hints {
+            transport: self.transport,
+            sender_port: sender.port(),
+            receiver_port: receiver.port(),
+        }
+    }
+
+    /// Takes the role detection found: bytes going in `direction` were sent by `sender`.
+    fn set_role(&mut self, direction: Direction, sender: Side) {
+        let local_sent = direction == Direction::Egress;
+        let local_is_client = (sender == Side::Client) == local_sent;
+        self.role = Some(if local_is_client {
+            Role::Client
+        } else {
+            Role::Server
+        });
+    }
 }
 
 /// Keys are socket cookies and addresses, looked up several times per packet: a fast non-cryptographic
@@ -169,13 +233,16 @@ type Hasher = foldhash::fast::RandomState;
 /// The table.
 pub struct FlowTable {
     config: FlowConfig,
-    connections: LruCache<u64, Connection, Hasher>,
-    /// (local, remote) -> cookie, to find the other end's socket when both ends are on this node.
-    by_tuple: HashMap<(SocketAddr, SocketAddr), u64, Hasher>,
+    connections: LruCache<FlowKey, Connection, Hasher>,
+    /// (transport, local, remote) -> connection, to find the other end's socket when both ends are on
+    /// this node.
+    by_tuple: HashMap<Tuple, FlowKey, Hasher>,
     owners: LruCache<u64, Owner, Hasher>,
-    /// Sockets closed lately, by (local, remote): the other end of a call may finish after this one
-    /// closed (the server's socket often closes before the client has read the last byte).
-    closed: LruCache<(SocketAddr, SocketAddr), (LocalSocket, Option<Role>), Hasher>,
+    /// Sockets closed lately, by (transport, local, remote): the other end of a call may finish after
+    /// this one closed (the server's socket often closes before the client has read the last byte).
+    closed: LruCache<Tuple, (LocalSocket, Option<Role>), Hasher>,
+    /// What each UDP socket's datagrams turned out to be.
+    udp_sockets: LruCache<u64, udp::UdpSocket, Hasher>,
     stats: FlowStats,
     parsed: Vec<ParsedCall>,
 }
@@ -194,6 +261,7 @@ impl FlowTable {
                 NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN),
                 Hasher::default(),
             ),
+            udp_sockets: LruCache::with_hasher(capacity, Hasher::default()),
             stats: FlowStats::default(),
             parsed: Vec::new(),
         }
@@ -220,7 +288,10 @@ impl FlowTable {
             Event::Owner(owner) => {
                 self.owners.put(owner.cookie, owner.clone());
             }
-            Event::Packet(packet) => self.packet(packet, calls, skips),
+            Event::Packet(packet) => match packet.transport {
+                Transport::Tcp => self.packet(packet, calls, skips),
+                Transport::Udp => self.datagram(packet, calls, skips),
+            },
         }
     }
 
@@ -230,17 +301,16 @@ impl FlowTable {
         calls: &mut Vec<FlowCall>,
         skips: &mut Vec<SkipRequest>,
     ) {
-        let (local, remote) = match packet.direction {
-            Direction::Egress => (packet.src, packet.dst),
-            Direction::Ingress => (packet.dst, packet.src),
-        };
-        if !self.connections.contains(&packet.cookie) {
+        let (local, remote) = packet.local_remote();
+        let key = FlowKey::tcp(packet.cookie);
+        if !self.connections.contains(&key) {
             if packet.flags.rst || (packet.flags.fin && packet.payload_len == 0) {
                 return; // the end of something we never saw
             }
-            self.open(packet.cookie, local, remote, packet.cgroup_id, calls, skips);
+            let tuple = (Transport::Tcp, local, remote);
+            self.open(key, tuple, packet.cgroup_id, calls, skips);
         }
-        let Some(conn) = self.connections.get_mut(&packet.cookie) else {
+        let Some(conn) = self.connections.get_mut(&key) else {
             return;
         };
         conn.last_seen = conn.last_seen.max(packet.ts);
@@ -282,13 +352,9 @@ impl FlowTable {
                 &mut self.stats,
             );
             Self::kernel_skip(&self.config, packet.cookie, conn, packet.direction, skips);
-            let mirrored = Self::check_mirrored(
-                &self.by_tuple,
-                &self.connections,
-                packet.cookie,
-                &mut self.stats,
-            );
-            let Some(conn) = self.connections.get_mut(&packet.cookie) else {
+            let mirrored =
+                Self::check_mirrored(&self.by_tuple, &self.connections, key, &mut self.stats);
+            let Some(conn) = self.connections.get_mut(&key) else {
                 return;
             };
             if mirrored {
@@ -304,15 +370,15 @@ impl FlowTable {
                     });
                 }
             }
-            self.emit(packet.cookie, &mut parsed, calls);
+            self.emit(key, &mut parsed, calls);
             self.parsed = parsed;
         }
         if packet.flags.rst || packet.flags.fin {
-            let conn = self.connections.get_mut(&packet.cookie);
+            let conn = self.connections.get_mut(&key);
             if let Some(conn) = conn {
                 conn.fin[dir] = true;
                 if packet.flags.rst || conn.fin == [true, true] {
-                    self.close(packet.cookie, packet.ts, calls, skips);
+                    self.close(key, packet.ts, calls, skips);
                 }
             }
         }
@@ -320,13 +386,13 @@ impl FlowTable {
 
     fn open(
         &mut self,
-        cookie: u64,
-        local: SocketAddr,
-        remote: SocketAddr,
+        key: FlowKey,
+        tuple: Tuple,
         cgroup_id: u64,
         calls: &mut Vec<FlowCall>,
         skips: &mut Vec<SkipRequest>,
     ) {
+        let (transport, local, remote) = tuple;
         if self.connections.len() >= self.config.max_connections {
             if let Some((&oldest, conn)) = self.connections.peek_lru() {
                 let ts = conn.last_seen;
@@ -335,11 +401,12 @@ impl FlowTable {
             }
         }
         self.stats.connections_opened += 1;
-        log::trace!("open {cookie:#x} local {local} remote {remote} cgroup {cgroup_id}");
+        log::trace!("open {key:?} local {local} remote {remote} cgroup {cgroup_id}");
         let limits = self.config.stream;
         self.connections.put(
-            cookie,
+            key,
             Connection {
+                transport,
                 local,
                 remote,
                 cgroup_id,
@@ -353,7 +420,7 @@ impl FlowTable {
                 kernel_skip: [None; 2],
             },
         );
-        self.by_tuple.insert((local, remote), cookie);
+        self.by_tuple.insert(tuple, key);
     }
 
     fn segment(
@@ -383,24 +450,10 @@ impl FlowTable {
                     calls: parsed,
                 };
                 conn.streams[dir].segment(segment, &mut target);
-                let (sender, receiver) = match direction {
-                    Direction::Egress => (conn.local, conn.remote),
-                    Direction::Ingress => (conn.remote, conn.local),
-                };
-                let hints = Hints {
-                    transport: Transport::Tcp,
-                    sender_port: sender.port(),
-                    receiver_port: receiver.port(),
-                };
+                let hints = conn.hints(direction);
                 match detect(conn.streams[dir].buffered(), &hints) {
                     Detection::Match { protocol, sender } => {
-                        let local_sent = direction == Direction::Egress;
-                        let local_is_client = (sender == Side::Client) == local_sent;
-                        conn.role = Some(if local_is_client {
-                            Role::Client
-                        } else {
-                            Role::Server
-                        });
+                        conn.set_role(direction, sender);
                         let mut parser = protocol.parser(hints.transport);
                         // Whatever both sides sent before detection, client first.
                         let mut order = [Direction::Egress, Direction::Ingress];
@@ -472,20 +525,20 @@ impl FlowTable {
 
     /// A server socket whose client socket is open on this node becomes `Mirrored`.
     fn check_mirrored(
-        by_tuple: &HashMap<(SocketAddr, SocketAddr), u64, Hasher>,
-        connections: &LruCache<u64, Connection, Hasher>,
-        cookie: u64,
+        by_tuple: &HashMap<Tuple, FlowKey, Hasher>,
+        connections: &LruCache<FlowKey, Connection, Hasher>,
+        key: FlowKey,
         stats: &mut FlowStats,
     ) -> bool {
-        let Some(conn) = connections.peek(&cookie) else {
+        let Some(conn) = connections.peek(&key) else {
             return false;
         };
         if conn.role != Some(Role::Server) || !matches!(conn.protocol, Protocol::Parsing(_)) {
             return false;
         }
         let client_here = by_tuple
-            .get(&(conn.remote, conn.local))
-            .filter(|&&peer| peer != cookie)
+            .get(&(conn.transport, conn.remote, conn.local))
+            .filter(|&&peer| peer.cookie != key.cookie)
             .and_then(|peer| connections.peek(peer))
             .is_some_and(|peer| {
                 peer.role == Some(Role::Client) && matches!(peer.protocol, Protocol::Parsing(_))
@@ -496,18 +549,20 @@ impl FlowTable {
         client_here
     }
 
-    /// Turns parsed calls of socket `cookie` into `FlowCall`s with both ends.
-    fn emit(&mut self, cookie: u64, parsed: &mut Vec<ParsedCall>, calls: &mut Vec<FlowCall>) {
+    /// Turns parsed calls of connection `key` into `FlowCall`s with both ends.
+    fn emit(&mut self, key: FlowKey, parsed: &mut Vec<ParsedCall>, calls: &mut Vec<FlowCall>) {
         if parsed.is_empty() {
             return;
         }
-        let Some(conn) = self.connections.peek(&cookie) else {
+        let Some(conn) = self.connections.peek(&key) else {
             return;
         };
-        let (local, remote, role, cgroup_id) = (conn.local, conn.remote, conn.role, conn.cgroup_id);
-        let peer = self.peer(cookie, local, remote);
+        let (transport, local, remote) = (conn.transport, conn.local, conn.remote);
+        let (role, cgroup_id) = (conn.role, conn.cgroup_id);
+        let cookie = key.cookie;
+        let peer = self.peer(cookie, (transport, local, remote));
         log::trace!(
-            "emit {} calls from {cookie:#x} role {role:?} peer {peer:?}",
+            "emit {} calls from {key:?} role {role:?} peer {peer:?}",
             parsed.len()
         );
         if role == Some(Role::Server)
@@ -541,47 +596,45 @@ impl FlowTable {
             self.stats.calls += 1;
             calls.push(FlowCall {
                 parsed,
-                transport: Transport::Tcp,
+                transport,
                 client: client.clone(),
                 server: server.clone(),
             });
         }
     }
 
-    /// The socket on this node at the other end of `cookie`'s connection, open or lately closed.
-    fn peer(
-        &self,
-        cookie: u64,
-        local: SocketAddr,
-        remote: SocketAddr,
-    ) -> Option<(LocalSocket, Option<Role>)> {
+    /// The socket on this node at the other end of socket `cookie`'s connection `tuple`, open or
+    /// lately closed.
+    fn peer(&self, cookie: u64, tuple: Tuple) -> Option<(LocalSocket, Option<Role>)> {
+        let (transport, local, remote) = tuple;
+        let mirror = (transport, remote, local);
         let open = self
             .by_tuple
-            .get(&(remote, local))
+            .get(&mirror)
             .copied()
-            .filter(|&c| c != cookie)
+            .filter(|peer| peer.cookie != cookie)
             .and_then(|peer| {
                 let conn = self.connections.peek(&peer)?;
                 let socket = LocalSocket {
-                    cookie: peer,
+                    cookie: peer.cookie,
                     cgroup_id: conn.cgroup_id,
-                    owner: self.owners.peek(&peer).cloned(),
+                    owner: self.owners.peek(&peer.cookie).cloned(),
                 };
                 Some((socket, conn.role))
             });
-        open.or_else(|| self.closed.peek(&(remote, local)).cloned())
+        open.or_else(|| self.closed.peek(&mirror).cloned())
     }
 
     fn close(
         &mut self,
-        cookie: u64,
+        key: FlowKey,
         ts: UnixNanos,
         calls: &mut Vec<FlowCall>,
         skips: &mut Vec<SkipRequest>,
     ) {
         let mut parsed = std::mem::take(&mut self.parsed);
         parsed.clear();
-        if let Some(conn) = self.connections.peek_mut(&cookie) {
+        if let Some(conn) = self.connections.peek_mut(&key) {
             let sides = [conn.side(Direction::Egress), conn.side(Direction::Ingress)];
             if let Protocol::Parsing(parser) = &mut conn.protocol {
                 // Segments still waiting for missing bytes: those bytes are not coming.
@@ -596,12 +649,14 @@ impl FlowTable {
                 parser.close(ts, &mut parsed);
             }
         }
-        self.emit(cookie, &mut parsed, calls);
+        self.emit(key, &mut parsed, calls);
         self.parsed = parsed;
-        log::trace!("close {cookie:#x}");
-        if let Some(conn) = self.connections.pop(&cookie) {
-            if self.by_tuple.get(&(conn.local, conn.remote)) == Some(&cookie) {
-                self.by_tuple.remove(&(conn.local, conn.remote));
+        log::trace!("close {key:?}");
+        let cookie = key.cookie;
+        if let Some(conn) = self.connections.pop(&key) {
+            let tuple = (conn.transport, conn.local, conn.remote);
+            if self.by_tuple.get(&tuple) == Some(&key) {
+                self.by_tuple.remove(&tuple);
             }
             self.account(&conn);
             if conn.role.is_some() {
@@ -611,8 +666,11 @@ impl FlowTable {
                     cgroup_id: conn.cgroup_id,
                     owner,
                 };
-                self.closed
-                    .put((conn.local, conn.remote), (socket, conn.role));
+                self.closed.put(tuple, (socket, conn.role));
+            }
+            if conn.transport == Transport::Udp {
+                // The socket may have other flows, and the kernel reports its owner only once.
+                return;
             }
             for (dir, requested) in conn.kernel_skip.iter().enumerate() {
                 if requested.is_some() {
@@ -646,32 +704,46 @@ impl FlowTable {
             let p = parser.stats();
             self.stats.parsers.malformed += p.malformed;
             self.stats.parsers.pending_overflow += p.pending_overflow;
+            self.stats.parsers.unmatched_responses += p.unmatched_responses;
         }
     }
 
-    /// Closes connections idle since before `now - idle_timeout`.
+    /// Closes connections idle since before `now - idle_timeout` (UDP flows: `udp_idle_timeout`).
     pub fn tick(
         &mut self,
         now: UnixNanos,
         calls: &mut Vec<FlowCall>,
         skips: &mut Vec<SkipRequest>,
     ) {
-        let deadline = now.saturating_sub(self.config.idle_timeout_ns);
-        while let Some((&cookie, conn)) = self.connections.peek_lru() {
-            if conn.last_seen >= deadline {
-                break;
-            }
-            let ts = conn.last_seen;
+        let tcp_deadline = now.saturating_sub(self.config.idle_timeout_ns);
+        let udp_deadline = now.saturating_sub(self.config.udp_idle_timeout_ns);
+        // Least recently used first; past the later deadline nothing is idle under either timeout.
+        let scan_until = tcp_deadline.max(udp_deadline);
+        let idle: Vec<(FlowKey, UnixNanos)> = self
+            .connections
+            .iter()
+            .rev()
+            .take_while(|(_, conn)| conn.last_seen < scan_until)
+            .filter(|(_, conn)| {
+                conn.last_seen
+                    < match conn.transport {
+                        Transport::Tcp => tcp_deadline,
+                        Transport::Udp => udp_deadline,
+                    }
+            })
+            .map(|(&key, conn)| (key, conn.last_seen))
+            .collect();
+        for (key, ts) in idle {
             self.stats.connections_idle_closed += 1;
-            self.close(cookie, ts, calls, skips);
+            self.close(key, ts, calls, skips);
         }
     }
 
     /// Closes every connection (end of capture): pending requests are reported as `no_response`.
     pub fn finish(&mut self, calls: &mut Vec<FlowCall>, skips: &mut Vec<SkipRequest>) {
-        while let Some((&cookie, conn)) = self.connections.peek_lru() {
+        while let Some((&key, conn)) = self.connections.peek_lru() {
             let ts = conn.last_seen;
-            self.close(cookie, ts, calls, skips);
+            self.close(key, ts, calls, skips);
         }
     }
 }

@@ -50,6 +50,7 @@ fn packet<'a>(
 ) -> Event<'a> {
     Event::Packet(Packet {
         cookie,
+        transport: Transport::Tcp,
         cgroup_id: cookie * 100,
         direction,
         src: addr(src),
@@ -349,6 +350,7 @@ fn large_content_length_body_becomes_a_kernel_skip() {
     let last_seq = body_start + 100_000 - 500;
     t.handle(&Event::Packet(Packet {
         cookie: 1,
+        transport: Transport::Tcp,
         cgroup_id: 100,
         direction: Ingress,
         src: addr(SERVER),

@@ -5,7 +5,7 @@
 //! the connection uses its protocol's well-known port (`Hints`). Probes run in order of how specific
 //! their signature is, so a loose one never shadows a strict one.
 
-use super::{amqp, http1, http2, kafka, Parser};
+use super::{amqp, dns, http1, http2, kafka, Parser};
 use crate::model::{Side, Transport};
 
 /// The answer of a probe on the first bytes of one side.
@@ -59,18 +59,20 @@ pub enum Known {
     /// HTTP/2 without TLS (prior knowledge, or joined in the middle); gRPC rides on it.
     Http2,
     Kafka,
+    Dns,
 }
 
 impl Known {
     /// A fresh parser for a connection of this protocol.
     #[must_use]
     pub fn parser(self, transport: Transport) -> Box<dyn Parser> {
-        let _ = transport;
         match self {
             Known::Http1 => Box::new(http1::Http1Parser::new()),
             Known::Amqp => Box::new(amqp::AmqpParser::new()),
             Known::Http2 => Box::new(http2::Http2Parser::new()),
             Known::Kafka => Box::new(kafka::KafkaParser::new()),
+            // One message per datagram over UDP, length-prefixed messages over TCP.
+            Known::Dns => Box::new(dns::DnsParser::new(transport)),
         }
     }
 }
@@ -81,10 +83,16 @@ type Probe = fn(&[u8], &Hints) -> Detection;
 /// TCP probes, most specific signature first. HTTP/1's text never parses as HTTP/2 frames (its first
 /// three bytes would be a frame length of several megabytes), and the HTTP/2 preface is no HTTP/1
 /// request line (`PRI` is no method podtap knows).
-const TCP_PROBES: &[Probe] = &[http1::probe, amqp::probe, http2::probe, kafka::probe];
+const TCP_PROBES: &[Probe] = &[
+    http1::probe,
+    amqp::probe,
+    http2::probe,
+    kafka::probe,
+    dns::probe,
+];
 
-/// UDP probes.
-const UDP_PROBES: &[Probe] = &[];
+/// UDP probes: each gets a whole datagram.
+const UDP_PROBES: &[Probe] = &[dns::probe];
 
 /// Probes the first bytes one side sent.
 #[must_use]

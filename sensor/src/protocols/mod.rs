@@ -1,11 +1,13 @@
 //! Protocol parsers: one module per protocol behind the one `Parser` trait.
 //!
 //! In: the reassembled byte stream of each side of a connection (`feed`), told about lost bytes (`gap`)
-//! and about the end of a stretch it asked to skip (`skip_done`). Out: `ParsedCall`s. A parser never
-//! panics on input; truncated, malformed and "not mine" are distinct outcomes.
+//! and about the end of a stretch it asked to skip (`skip_done`); over UDP, one datagram per `feed`.
+//! Out: `ParsedCall`s. A parser never panics on input; truncated, malformed and "not mine" are distinct
+//! outcomes.
 
 pub mod amqp;
 pub mod detect;
+pub mod dns;
 pub mod http1;
 pub mod http2;
 pub mod kafka;
@@ -39,6 +41,8 @@ pub struct ParserStats {
     pub malformed: u64,
     /// Requests dropped because too many were waiting for a response.
     pub pending_overflow: u64,
+    /// Responses no request was waiting for (a duplicate, or the answer to a request never seen).
+    pub unmatched_responses: u64,
 }
 
 /// One connection's parser: fed both sides' bytes in order, emits calls.
@@ -58,6 +62,12 @@ pub trait Parser: Send {
 
     /// The connection ended at `ts`: complete what a close completes, flush the rest as `no_response`.
     fn close(&mut self, ts: UnixNanos, calls: &mut Vec<ParsedCall>);
+
+    /// Requests sent before `before` will not be answered any more: flush them as `no_response`. For
+    /// protocols whose flows have no end to wait for (DNS over UDP); others keep them until `close`.
+    fn expire(&mut self, before: UnixNanos, calls: &mut Vec<ParsedCall>) {
+        let _ = (before, calls);
+    }
 
     fn stats(&self) -> ParserStats;
 }
