@@ -5,7 +5,7 @@
 //! the connection uses its protocol's well-known port (`Hints`). Probes run in order of how specific
 //! their signature is, so a loose one never shadows a strict one.
 
-use super::{http1, Parser};
+use super::{http1, redis, Parser};
 use crate::model::{Side, Transport};
 
 /// The answer of a probe on the first bytes of one side.
@@ -55,6 +55,7 @@ impl Hints {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Known {
     Http1,
+    Redis,
 }
 
 impl Known {
@@ -64,6 +65,7 @@ impl Known {
         let _ = transport;
         match self {
             Known::Http1 => Box::new(http1::Http1Parser::new()),
+            Known::Redis => Box::new(redis::RedisParser::new()),
         }
     }
 }
@@ -72,7 +74,7 @@ impl Known {
 type Probe = fn(&[u8], &Hints) -> Detection;
 
 /// TCP probes, most specific signature first.
-const TCP_PROBES: &[Probe] = &[http1::probe];
+const TCP_PROBES: &[Probe] = &[http1::probe, redis::probe];
 
 /// UDP probes.
 const UDP_PROBES: &[Probe] = &[];

@@ -6,6 +6,7 @@
 
 pub mod detect;
 pub mod http1;
+pub mod redis;
 
 use crate::model::{ParsedCall, Protocol, Side, UnixNanos};
 
