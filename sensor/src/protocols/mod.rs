@@ -7,6 +7,8 @@
 pub mod detect;
 pub mod http1;
 pub mod redis;
+#[cfg(test)]
+mod testing;
 
 use crate::model::{ParsedCall, Protocol, Side, UnixNanos};
 
