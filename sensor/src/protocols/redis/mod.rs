@@ -7,8 +7,8 @@
 //! (or another reply follows). Pushed messages (`message`, `pmessage`, `smessage` arrays on a subscribed
 //! RESP2 connection, RESP3 `>` pushes) answer no command: each is a one-way record whose command is the
 //! push kind in upper case. RESP3 is followed from `HELLO 3` (and from the first RESP3-only reply).
-//! Lost bytes: the side resynchronises on the next frame start; commands still waiting when server bytes
-//! are lost are reported `no_response`.
+//! Lost bytes: the client side resynchronises on the next command array, the server side on the next
+//! reply line; commands still waiting when server bytes are lost are reported `no_response`.
 //!
 //! Known limits: `CLIENT REPLY OFF|SKIP` (replies the server never sends) and `MONITOR` output are not
 //! followed; inline commands are recognised on any port once the connection is detected, but detected
