@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
 
-use crate::clients::ClientRun;
+use crate::clients::{run_client, ClientRun};
 use crate::netns::{Pod, PodProcess};
 use crate::util::{require_tool, run, wait_until, TempDir};
 
@@ -111,24 +111,7 @@ pub fn redis_cli(
         }
         None => cmd.stdin(Stdio::null()),
     };
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting redis-cli")?;
-    let pid = child.id();
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "redis-cli {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(ClientRun {
-        pid,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-    })
+    run_client(&mut cmd, &format!("redis-cli {args:?}"))
 }
 
 /// A `redis-cli SUBSCRIBE` left running; its output lines are collected as they come.
@@ -220,26 +203,10 @@ pub fn redis_benchmark(
     );
     let mut args: Vec<&str> = address.iter().map(String::as_str).collect();
     args.extend(["-P", &p, "-n", &n, "-c", &c, "-t", "set,get", "-q"]);
-    let mut cmd = pod.command(container, &bench, &args)?;
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting redis-benchmark")?;
-    let pid = child.id();
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "redis-benchmark failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(ClientRun {
-        pid,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-    })
+    run_client(
+        pod.command(container, &bench, &args)?.stdin(Stdio::null()),
+        "redis-benchmark",
+    )
 }
 
 /// How many commands of each name (upper case) the clients sent to `port` in a capture, as tshark
