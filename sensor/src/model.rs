@@ -180,22 +180,24 @@ pub struct DnsResponse {
     pub answers: Vec<String>,
 }
 
-/// A Redis command. Arguments are never exported: `text` shows where they were (`SET key ?`).
+/// A Redis command, or a pushed message (`MESSAGE`, `PMESSAGE`, ...). Argument values are never
+/// exported: `text` shows where they were (`SET key ?`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RedisRequest {
-    /// Upper case (`GET`, `CLIENT SETNAME` keeps only the first word).
+    /// Upper case; container commands keep their subcommand (`GET`, `CONFIG GET`, `CLIENT SETNAME`).
     pub command: String,
-    /// Arguments after the command.
+    /// Arguments after the command (and subcommand).
     pub args: u32,
-    /// Sanitised: the command, its first argument when it is a key, `?` for each other argument.
+    /// Sanitised: the command, its first argument when it is a key or a channel, `?` for each other
+    /// argument (rules in `protocols::redis`).
     pub text: String,
 }
 
-/// A Redis reply (or a pushed message).
+/// A Redis reply.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RedisResponse {
     /// `simple`, `error`, `integer`, `bulk`, `array`, `null`, `map`, `set`, `push`, `double`,
-    /// `boolean`, `verbatim`, `big_number`, `attribute`.
+    /// `boolean`, `verbatim`, `big_number` (a reply with RESP3 attributes has the type of the reply).
     #[serde(rename = "type")]
     pub kind: String,
     /// The error message of an error reply.

@@ -2,7 +2,7 @@
 //! connection driven step by step over stdin/stdout).
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::process::{ChildStdin, ChildStdout, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 
 use anyhow::{bail, Context as _, Result};
 
@@ -16,20 +16,19 @@ pub struct ClientRun {
     pub stdout: String,
 }
 
-/// Runs curl in the pod with `args` and waits for it. The pid is curl's own (`ip netns exec` execs it).
-pub fn curl(pod: &Pod, container: usize, args: &[&str]) -> Result<ClientRun> {
-    require_tool("curl")?;
-    let mut cmd = pod.command(container, "curl", args)?;
+/// Runs a client to completion (stdout and stderr piped; stdin as `cmd` has it, else inherited):
+/// its pid and stdout. A failure names `what` and carries the client's stderr.
+pub fn run_client(cmd: &mut Command, what: &str) -> Result<ClientRun> {
     let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .context("starting curl")?;
+        .with_context(|| format!("starting {what}"))?;
     let pid = child.id();
     let out = child.wait_with_output()?;
     if !out.status.success() {
         bail!(
-            "curl {args:?} failed ({}): {}",
+            "{what} failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
@@ -38,6 +37,15 @@ pub fn curl(pod: &Pod, container: usize, args: &[&str]) -> Result<ClientRun> {
         pid,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
     })
+}
+
+/// Runs curl in the pod with `args` and waits for it. The pid is curl's own (`ip netns exec` execs it).
+pub fn curl(pod: &Pod, container: usize, args: &[&str]) -> Result<ClientRun> {
+    require_tool("curl")?;
+    run_client(
+        &mut pod.command(container, "curl", args)?,
+        &format!("curl {args:?}"),
+    )
 }
 
 /// `curl -sS -o /dev/null -w '%{http_code}\n' urls...`: one connection reused for all URLs of one host.
@@ -147,20 +155,10 @@ sys.stdout.write(data.decode("latin-1"))
 "#;
     let py = python()?.to_string_lossy().into_owned();
     let port = port.to_string();
-    let mut cmd = pod.command(container, &py, &["-c", SCRIPT, ip, &port, requests])?;
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
-    let pid = child.id();
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "pipelining client failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(ClientRun {
-        pid,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-    })
+    run_client(
+        &mut pod.command(container, &py, &["-c", SCRIPT, ip, &port, requests])?,
+        "pipelining client",
+    )
 }
 
 /// A Python `http.client` keep-alive connection driven over stdin: each line written is a path to GET

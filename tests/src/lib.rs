@@ -16,7 +16,9 @@ pub mod kafka;
 pub mod netns;
 pub mod podtap;
 pub mod records;
+pub mod redis;
 pub mod servers;
+pub mod tcpdump;
 pub mod util;
 
 pub use cgroup::{CgroupDriver, Container, PodCgroup};

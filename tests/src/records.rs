@@ -117,41 +117,48 @@ impl CallExpect {
         );
         let expect_status = if self.status >= 500 { "error" } else { "ok" };
         assert_eq!(r["status"], expect_status, "status in {}", ctx());
-        for (name, e) in [("client", &self.client), ("server", &self.server)] {
-            let end = &r[name];
-            assert_eq!(
-                end["ip"],
-                e.ip.to_string().as_str(),
-                "{name}.ip in {}",
-                ctx()
-            );
-            let port = end["port"].as_u64();
-            assert!(
-                port.is_some_and(|p| p > 0 && p < 65536),
-                "{name}.port in {}",
-                ctx()
-            );
-            if let Some(p) = e.port {
-                assert_eq!(port, Some(u64::from(p)), "{name}.port in {}", ctx());
-            }
-            assert_eq!(
-                end["pod_uid"],
-                e.pod_uid.as_str(),
-                "{name}.pod_uid in {}",
-                ctx()
-            );
-            assert_eq!(
-                end["container_id"],
-                e.container_id.as_str(),
-                "{name}.container_id in {}",
-                ctx()
-            );
-            if let Some(pid) = e.pid {
-                assert_eq!(end["pid"], pid, "{name}.pid in {}", ctx());
-            }
-            if let Some(p) = &e.process {
-                assert_eq!(end["process"], p.as_str(), "{name}.process in {}", ctx());
-            }
+        self.client.check(r, "client");
+        self.server.check(r, "server");
+    }
+}
+
+impl EndExpect {
+    /// Panics with the whole record when its `name` end (`client` or `server`) differs.
+    pub fn check(&self, r: &Value, name: &str) {
+        let ctx = || serde_json::to_string(r).unwrap_or_default();
+        let end = &r[name];
+        assert_eq!(
+            end["ip"],
+            self.ip.to_string().as_str(),
+            "{name}.ip in {}",
+            ctx()
+        );
+        let port = end["port"].as_u64();
+        assert!(
+            port.is_some_and(|p| p > 0 && p < 65536),
+            "{name}.port in {}",
+            ctx()
+        );
+        if let Some(p) = self.port {
+            assert_eq!(port, Some(u64::from(p)), "{name}.port in {}", ctx());
+        }
+        assert_eq!(
+            end["pod_uid"],
+            self.pod_uid.as_str(),
+            "{name}.pod_uid in {}",
+            ctx()
+        );
+        assert_eq!(
+            end["container_id"],
+            self.container_id.as_str(),
+            "{name}.container_id in {}",
+            ctx()
+        );
+        if let Some(pid) = self.pid {
+            assert_eq!(end["pid"], pid, "{name}.pid in {}", ctx());
+        }
+        if let Some(p) = &self.process {
+            assert_eq!(end["process"], p.as_str(), "{name}.process in {}", ctx());
         }
     }
 }

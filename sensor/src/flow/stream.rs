@@ -75,6 +75,10 @@ pub struct Stream {
     buffered: Vec<u8>,
     /// Bytes still to pass without feeding them.
     skip: u64,
+    /// Bytes lost right after the buffered ones while there was no parser yet: the first segment of a
+    /// message longer than the per-packet copy limit (a command with a large value, an upload). Passed
+    /// once detection made a parser, which may well have asked to skip them: a gap only if it did not.
+    detect_gap: u64,
     out_of_order: BTreeMap<u64, Held>,
     pub stats: StreamStats,
     limits: StreamLimits,
@@ -252,6 +256,12 @@ impl Stream {
             }
         }
         let lost = len - skipped;
+        if lost > 0 && target.parser.is_none() && self.detect_gap == 0 && !self.buffered.is_empty()
+        {
+            self.detect_gap = lost;
+            return;
+        }
+        self.settle_detect_gap(target);
         if lost > 0 {
             self.stats.gaps += 1;
             self.stats.gap_bytes += lost;
@@ -279,6 +289,7 @@ impl Stream {
         if bytes.is_empty() {
             return;
         }
+        self.settle_detect_gap(target);
         if self.buffered.is_empty() && target.parser.is_some() {
             // Fast path: parse straight from the segment, keep only what is left over.
             let used = self.run(bytes, ts, target);
@@ -289,7 +300,8 @@ impl Stream {
         }
     }
 
-    /// Feeds the buffered bytes to the parser (after detection made one).
+    /// Feeds the buffered bytes to the parser (after detection made one), then passes the bytes lost
+    /// after them while detecting.
     pub fn flush(&mut self, ts: UnixNanos, target: &mut Target<'_>) {
         if target.parser.is_none() || self.buffered.is_empty() {
             self.enforce_limit(target);
@@ -298,6 +310,19 @@ impl Stream {
         let buffered = std::mem::take(&mut self.buffered);
         let used = self.run(&buffered, ts, target);
         self.keep(&buffered[used..], target);
+        let lost = std::mem::take(&mut self.detect_gap);
+        self.pass(lost, ts, target);
+    }
+
+    /// Bytes lost while detecting are followed by more without a parser yet: the buffered bytes before
+    /// them can no longer be completed, and the loss is a gap after all.
+    fn settle_detect_gap(&mut self, target: &mut Target<'_>) {
+        if self.detect_gap == 0 || target.parser.is_some() {
+            return;
+        }
+        self.stats.gaps += 1;
+        self.stats.gap_bytes += std::mem::take(&mut self.detect_gap);
+        self.buffered.clear();
     }
 
     /// Runs the parser over `bytes` until it needs more; returns how many it used (consumed or skipped).
@@ -342,6 +367,7 @@ impl Stream {
             let lost = self.buffered.len() as u64;
             self.stats.overflow_drops += 1;
             self.buffered.clear();
+            self.detect_gap = 0;
             if let Some(parser) = target.parser.as_deref_mut() {
                 parser.gap(target.side, lost);
             }
@@ -351,11 +377,13 @@ impl Stream {
     /// Drops the buffered bytes that matched no protocol; later bytes are examined afresh.
     pub fn clear_buffer(&mut self) {
         self.buffered.clear();
+        self.detect_gap = 0;
     }
 
     /// Drops whatever is buffered (a connection no parser understands).
     pub fn discard(&mut self) {
         self.buffered = Vec::new();
+        self.detect_gap = 0;
         self.out_of_order.clear();
         self.skip = u64::MAX;
     }

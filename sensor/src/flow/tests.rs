@@ -372,6 +372,48 @@ fn large_content_length_body_becomes_a_kernel_skip() {
 }
 
 #[test]
+fn first_segment_cut_by_the_copy_limit_is_detected_and_its_body_skipped() {
+    use Direction::{Egress, Ingress};
+    let mut t = Table::new(FlowConfig::default());
+    t.handle(&packet(1, Egress, CLIENT, SERVER, 10, SYN, &[], 1));
+    t.handle(&packet(1, Ingress, SERVER, CLIENT, 20_000, SYN_ACK, &[], 2));
+    // An upload whose head and body start share one 60 kB segment, of which 4 kB were copied.
+    let head = b"POST /upload HTTP/1.1\r\nHost: svc\r\nContent-Length: 100000\r\n\r\n";
+    let copied = [&head[..], &[b'x'; 4096 - 64][..]].concat();
+    t.handle(&Event::Packet(Packet {
+        cookie: 1,
+        cgroup_id: 100,
+        direction: Egress,
+        src: addr(CLIENT),
+        dst: addr(SERVER),
+        seq: 11,
+        payload_len: 60_000,
+        skipped: 0,
+        payload: &copied,
+        flags: ACK,
+        ts: 3,
+        transport: Transport::Tcp,
+    }));
+    let body_end = 11 + head.len() as u32 + 100_000;
+    assert_eq!(
+        t.skips,
+        vec![SkipRequest {
+            cookie: 1,
+            direction: Egress,
+            kind: SkipKind::UntilSeq(body_end),
+        }]
+    );
+    t.handle(&packet(
+        1, Ingress, SERVER, CLIENT, 20_001, ACK, RESPONSE, 4,
+    ));
+    assert_eq!(
+        t.calls.iter().map(path_and_status).collect::<Vec<_>>(),
+        [("/upload".into(), Some(200), CallStatus::Ok)]
+    );
+    assert_eq!(t.table.stats().streams.gaps, 0);
+}
+
+#[test]
 fn idle_connection_with_a_pending_request_closes_as_no_response() {
     use Direction::Egress;
     let config = FlowConfig::default();

@@ -5,7 +5,7 @@
 //! the connection uses its protocol's well-known port (`Hints`). Probes run in order of how specific
 //! their signature is, so a loose one never shadows a strict one.
 
-use super::{amqp, dns, http1, http2, kafka, Parser};
+use super::{amqp, dns, http1, http2, kafka, redis, Parser};
 use crate::model::{Side, Transport};
 
 /// The answer of a probe on the first bytes of one side.
@@ -60,6 +60,7 @@ pub enum Known {
     Http2,
     Kafka,
     Dns,
+    Redis,
 }
 
 impl Known {
@@ -73,6 +74,7 @@ impl Known {
             Known::Kafka => Box::new(kafka::KafkaParser::new()),
             // One message per datagram over UDP, length-prefixed messages over TCP.
             Known::Dns => Box::new(dns::DnsParser::new(transport)),
+            Known::Redis => Box::new(redis::RedisParser::new()),
         }
     }
 }
@@ -87,6 +89,7 @@ const TCP_PROBES: &[Probe] = &[
     http1::probe,
     amqp::probe,
     http2::probe,
+    redis::probe,
     kafka::probe,
     dns::probe,
 ];

@@ -11,6 +11,9 @@ pub mod dns;
 pub mod http1;
 pub mod http2;
 pub mod kafka;
+pub mod redis;
+#[cfg(test)]
+mod testing;
 
 use crate::model::{ParsedCall, Protocol, Side, UnixNanos};
 

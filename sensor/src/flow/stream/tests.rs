@@ -433,3 +433,91 @@ fn finish_passes_the_missing_bytes_and_delivers_what_waited() {
     );
     assert_eq!(h.stream.next_seq(), Some(DATA.len() as u32));
 }
+
+#[test]
+fn bytes_lost_while_detecting_are_passed_once_a_parser_exists() {
+    // The first segment carries a message head and the start of a long body, cut by the copy limit:
+    // the parser made after detection sees the head, asks to skip the body, and the cut is inside it.
+    let mut stream = Stream::new(StreamLimits::default());
+    let mut calls = Vec::new();
+    let mut target = Target {
+        parser: None,
+        side: Side::Client,
+        calls: &mut calls,
+    };
+    stream.segment(
+        &Segment {
+            seq: 1,
+            payload_len: 1000,
+            skipped: 0,
+            data: b"head+body",
+            ts: 1,
+        },
+        &mut target,
+    );
+    assert_eq!(stream.buffered(), b"head+body");
+    let mut parser = Recorder::default();
+    parser.script.push_back((4, 2000));
+    let mut target = Target {
+        parser: Some(&mut parser),
+        side: Side::Client,
+        calls: &mut calls,
+    };
+    stream.flush(2, &mut target);
+    assert_eq!(parser.fed(), b"head");
+    assert!(parser.gaps().is_empty());
+    assert_eq!(stream.stats.gaps, 0);
+    assert_eq!(stream.pending_skip(), 2000 - 996);
+}
+
+#[test]
+fn bytes_lost_while_detecting_are_a_gap_when_no_skip_covers_them() {
+    let mut stream = Stream::new(StreamLimits::default());
+    let mut calls = Vec::new();
+    let mut target = Target {
+        parser: None,
+        side: Side::Client,
+        calls: &mut calls,
+    };
+    let cut = Segment {
+        seq: 1,
+        payload_len: 100,
+        skipped: 0,
+        data: b"abcd",
+        ts: 1,
+    };
+    stream.segment(&cut, &mut target);
+    let mut parser = Recorder::default();
+    let mut target = Target {
+        parser: Some(&mut parser),
+        side: Side::Client,
+        calls: &mut calls,
+    };
+    stream.flush(2, &mut target);
+    assert_eq!(parser.fed(), b"abcd");
+    assert_eq!(parser.gaps(), [96]);
+    assert_eq!((stream.stats.gaps, stream.stats.gap_bytes), (1, 96));
+}
+
+#[test]
+fn bytes_lost_while_detecting_then_more_bytes_drop_the_buffer() {
+    let mut stream = Stream::new(StreamLimits::default());
+    let mut calls = Vec::new();
+    let mut target = Target {
+        parser: None,
+        side: Side::Client,
+        calls: &mut calls,
+    };
+    for (seq, payload_len, data) in [(1, 100, &b"abcd"[..]), (101, 4, b"efgh")] {
+        let segment = Segment {
+            seq,
+            payload_len,
+            skipped: 0,
+            data,
+            ts: 1,
+        };
+        stream.segment(&segment, &mut target);
+    }
+    assert_eq!(stream.buffered(), b"efgh");
+    assert_eq!((stream.stats.gaps, stream.stats.gap_bytes), (1, 96));
+}

@@ -2,85 +2,11 @@
 //! parser makes are applied exactly as the flow layer applies them.
 
 use super::*;
-use crate::flow::stream::{Segment, Stream, StreamLimits, Target};
+use crate::protocols::testing::{self, XorShift};
 
-/// One connection: the parser, one `Stream` per side, and the next sequence number of each side.
-struct Conn {
-    parser: Http1Parser,
-    streams: [Stream; 2],
-    seq: [u32; 2],
-    calls: Vec<ParsedCall>,
-    ts: UnixNanos,
-}
-
-fn index(side: Side) -> usize {
-    match side {
-        Side::Client => 0,
-        Side::Server => 1,
-    }
-}
+type Conn = testing::Conn<Http1Parser>;
 
 impl Conn {
-    fn new() -> Self {
-        Self::with_seq([1000, 5_000_000])
-    }
-
-    fn with_seq(seq: [u32; 2]) -> Self {
-        Self {
-            parser: Http1Parser::new(),
-            streams: [
-                Stream::new(StreamLimits::default()),
-                Stream::new(StreamLimits::default()),
-            ],
-            seq,
-            calls: Vec::new(),
-            ts: 1_000,
-        }
-    }
-
-    /// `payload_len` bytes of `side` of which `data` (a prefix) were captured.
-    fn segment(&mut self, side: Side, payload_len: u32, data: &[u8]) {
-        self.ts += 1_000;
-        let i = index(side);
-        let segment = Segment {
-            seq: self.seq[i],
-            payload_len,
-            skipped: 0,
-            data,
-            ts: self.ts,
-        };
-        self.seq[i] = self.seq[i].wrapping_add(payload_len);
-        let mut target = Target {
-            parser: Some(&mut self.parser),
-            side,
-            calls: &mut self.calls,
-        };
-        self.streams[i].segment(&segment, &mut target);
-    }
-
-    fn send(&mut self, side: Side, data: &[u8]) {
-        let len = u32::try_from(data.len()).expect("test segment fits u32");
-        self.segment(side, len, data);
-    }
-
-    fn client(&mut self, data: &[u8]) {
-        self.send(Side::Client, data);
-    }
-
-    fn server(&mut self, data: &[u8]) {
-        self.send(Side::Server, data);
-    }
-
-    /// `len` bytes of `side` went by without being captured.
-    fn lose(&mut self, side: Side, len: u32) {
-        self.segment(side, len, &[]);
-    }
-
-    fn close(&mut self) {
-        self.ts += 1_000;
-        self.parser.close(self.ts, &mut self.calls);
-    }
-
     fn take(&mut self) -> Vec<Summary> {
         self.calls.drain(..).map(summary).collect()
     }
@@ -490,22 +416,6 @@ fn garbage_before_a_response_is_passed_over() {
     assert_eq!(calls[0], ok("GET", "/1", None, 200));
     assert_eq!(calls[1], ok("GET", "/2", None, 302));
     assert!(c.parser.stats().malformed >= 1);
-}
-
-/// A small deterministic generator, so failures reproduce.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 #[test]
