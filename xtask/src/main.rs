@@ -1,8 +1,9 @@
-//! Developer tasks: `cargo xtask setup | run | test | bench overhead`.
+//! Developer tasks: `cargo xtask setup | run | test | bench overhead | bench replay | fuzz`.
 //!
 //! Every task is idempotent: `setup` checks before it installs and prints one line per thing it installed.
 
 mod bench;
+mod fuzz;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -39,6 +40,14 @@ enum Task {
     Bench {
         #[command(subcommand)]
         which: BenchKind,
+    },
+    /// Run the cargo-fuzz targets (nightly; installs cargo-fuzz if missing) and report what they find.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Targets to run (default: all of pcap_reader, parsers, flow_table).
+        targets: Vec<String>,
     },
 }
 
@@ -89,6 +98,7 @@ fn real_main() -> Result<()> {
             };
             bench::overhead(&bin, seconds, connections)
         }
+        Task::Fuzz { seconds, targets } => fuzz::fuzz(seconds, &targets),
     }
 }
 

@@ -588,6 +588,10 @@ impl Parser for Http1Parser {
     fn stats(&self) -> ParserStats {
         self.stats
     }
+
+    fn held(&self) -> usize {
+        self.pending.len() + self.ready.len()
+    }
 }
 
 fn header<'a>(headers: &[httparse::Header<'a>], name: &str) -> Option<&'a str> {
