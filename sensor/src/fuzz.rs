@@ -22,7 +22,11 @@ use crate::{
     app::{replay_from, AppError},
     capture::{pcap::PcapReadError, Event, Owner, Packet, TcpFlags},
     enrich::{enrich, NoCgroups},
-    export::{jsonl::JsonLines, pretty::Pretty, Sink},
+    export::{
+        jsonl::{write_call, JsonLines},
+        pretty::Pretty,
+        Sink,
+    },
     flow::{
         stream::{Segment, Stream, StreamLimits, Target},
         FlowCall, FlowConfig, FlowTable, CLOSED_REMEMBERED,
@@ -91,6 +95,13 @@ impl BothSinks {
 
 impl Sink for BothSinks {
     fn write(&mut self, call: &Call) -> io::Result<()> {
+        // The hand-written JSON is serde's, byte for byte.
+        let mut ours = Vec::new();
+        write_call(&mut ours, call)?;
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&serde_json::to_vec(call)?)
+        );
         self.jsonl.write(call)?;
         self.pretty.write(call)
     }
