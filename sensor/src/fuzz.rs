@@ -268,7 +268,8 @@ fn through_streams(
         let data = payload(script);
         let tail = if op & 0x40 != 0 { script.u16() } else { 0 };
         let payload_len = u32::from(skipped) + data.len() as u32 + u32::from(tail);
-        if op & 0x80 != 0 {
+        if op & 0xf8 == 0xf8 {
+            // The connection ends here (1 in 32).
             parser.close(*ts, calls);
             calls.clear();
             return;
@@ -308,19 +309,14 @@ fn raw_calls(
         let op = script.u8();
         let side = side(op);
         *ts += u64::from(op) * 1_000;
-        match (op >> 1) % 4 {
-            0 | 1 => {
+        match (op >> 1) & 7 {
+            0..=4 => {
                 let data = payload(script);
                 let feed = parser.feed(side, data, *ts, calls);
                 assert!(feed.consumed <= data.len(), "{feed:?} of {}", data.len());
             }
-            2 => {
-                if op & 0x10 != 0 {
-                    parser.gap(side, u64::from(script.u32()));
-                } else {
-                    parser.skip_done(side, *ts, calls);
-                }
-            }
+            5 => parser.gap(side, u64::from(script.u32())),
+            6 => parser.skip_done(side, *ts, calls),
             _ => {
                 parser.close(*ts, calls);
                 return;
@@ -414,7 +410,7 @@ pub fn flow_table(data: &[u8]) {
                     0
                 };
                 let payload_len = skipped + body.len() as u32 + tail;
-                if op & 0x80 != 0 {
+                if op & 0x80 != 0 && script.u8() >= 0xf0 {
                     ts += 30 * 1_000_000_000; // long enough to idle a connection out
                 }
                 let end = seq
