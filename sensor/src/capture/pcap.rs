@@ -1,10 +1,13 @@
-//! The capture-file source: pcap and pcapng, read with `pcap-parser`, frames decoded with `etherparse`.
+//! The capture-file source: pcap and pcapng, read here (records parsed in place from one buffer), frames
+//! decoded with `etherparse`.
 //!
-//! In: a file (Ethernet with VLAN tags, Linux cooked SLL and SLL2, raw IP, BSD loopback/null; IPv4 and
-//! IPv6). Out: the same `Event`s as the live source, so replay runs the same flow table and parsers.
-//! A file has no sockets: each TCP connection gets a synthetic id, and its "local" end is the one that
-//! sent the SYN (or, without one, the first packet). Frames that are not TCP are counted and passed
-//! over; a corrupt file is an error naming the offset.
+//! In: a file (Ethernet with any number of VLAN tags, Linux cooked SLL and SLL2, raw IP, BSD
+//! loopback/null; IPv4 and IPv6). Out: the same `Event`s as the live source, so replay runs the same flow
+//! table and parsers. A file has no sockets: each TCP connection gets a synthetic id, and its "local" end
+//! is the one that sent the SYN (or, without one, the first packet). Frames that are not TCP, that do not
+//! decode or whose link type is unknown are counted and passed over; bytes the snapshot length cut off
+//! are reported as not copied (a gap); bare ACKs are dropped, as the live source drops them. A file that
+//! is not a capture or is corrupt is an error naming the byte offset.
 
 use std::{
     fs::File,
