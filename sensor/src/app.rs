@@ -64,7 +64,8 @@ impl Summary {
             "podtap: summary calls={} connections={} unrecognised_connections={} unrecognised_udp_sockets={} mirrored_connections={} calls_seen_twice={} \
              packets={} ring_buffer_full={} owner_ring_buffer_full={} payload_truncated={} bytes_skipped={} \
              gaps={} gap_bytes={} retransmits={} out_of_order={} stream_overflow={} malformed={} pending_overflow={} unmatched_responses={} \
-             evicted={} idle_closed={} decode_errors={} skip_errors={} frames={} not_tcp_udp={} ip_fragments={} undecodable_frames={}",
+             evicted={} idle_closed={} decode_errors={} skip_errors={} frames={} not_tcp_udp={} ip_fragments={} undecodable_frames={} \
+             unsupported_link_frames={} snaplen_cut_frames={}",
             self.calls_written,
             f.connections_opened,
             f.connections_unrecognised,
@@ -92,6 +93,8 @@ impl Summary {
             self.pcap.not_tcp_udp,
             self.pcap.ip_fragments,
             self.pcap.undecodable,
+            self.pcap.unsupported_link,
+            self.pcap.snaplen_cut,
         )
     }
 }
@@ -179,29 +182,50 @@ pub fn replay(
     flow_config: FlowConfig,
     sink: &mut dyn Sink,
 ) -> Result<Summary, AppError> {
+    let file = std::fs::File::open(path).map_err(|source| PcapReadError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    replay_from(path, file, flow_config, sink, &mut |_| {})
+}
+
+/// Rebuilds the calls of a capture read from `input` (`path` names it in errors). `inspect` sees the
+/// flow table after every event (the fuzz targets check its bounds there).
+///
+/// # Errors
+/// The input is not a readable capture, or the output breaks.
+pub fn replay_from(
+    path: &Path,
+    input: impl std::io::Read,
+    flow_config: FlowConfig,
+    sink: &mut dyn Sink,
+    inspect: &mut dyn FnMut(&FlowTable),
+) -> Result<Summary, AppError> {
     let mut flow = FlowTable::new(flow_config);
     let mut calls = Vec::new();
     let mut skips = Vec::new();
     let mut summary = Summary::default();
     let mut output: Result<(), AppError> = Ok(());
     let mut cgroups = NoCgroups;
-    let mut latest = 0;
-    summary.pcap = pcap::read_file(path, |event| {
+    let mut latest: u64 = 0;
+    summary.pcap = pcap::read_from(path, input, |event| {
         if let crate::capture::Event::Packet(packet) = event {
             // Idle connections close on the file's own clock.
-            if packet.ts >= latest + 1_000_000_000 {
+            if packet.ts >= latest.saturating_add(1_000_000_000) {
                 latest = packet.ts;
                 flow.tick(packet.ts, &mut calls, &mut skips);
             }
         }
         flow.handle(event, &mut calls, &mut skips);
         skips.clear();
+        inspect(&flow);
         if output.is_ok() {
             output = write_calls(&mut calls, &mut cgroups, sink, &mut summary.calls_written);
         }
     })?;
     output?;
     flow.finish(&mut calls, &mut skips);
+    inspect(&flow);
     write_calls(&mut calls, &mut cgroups, sink, &mut summary.calls_written)?;
     sink.flush().map_err(AppError::Output)?;
     summary.flow = flow.stats();

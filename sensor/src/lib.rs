@@ -12,6 +12,8 @@ pub mod cli;
 pub mod enrich;
 pub mod export;
 pub mod flow;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod host;
 pub mod k8s;
 pub mod model;

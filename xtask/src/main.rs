@@ -1,8 +1,10 @@
-//! Developer tasks: `cargo xtask setup | run | test | bench overhead`.
+//! Developer tasks: `cargo xtask setup | run | test | bench overhead | bench replay | fuzz`.
 //!
 //! Every task is idempotent: `setup` checks before it installs and prints one line per thing it installed.
 
 mod bench;
+mod bench_replay;
+mod fuzz;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +42,14 @@ enum Task {
         #[command(subcommand)]
         which: BenchKind,
     },
+    /// Run the cargo-fuzz targets (nightly; installs cargo-fuzz if missing) and report what they find.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Targets to run (default: all of pcap_reader, parsers, flow_table).
+        targets: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -52,6 +62,24 @@ enum BenchKind {
         /// wrk connections.
         #[arg(long, default_value_t = 4)]
         connections: u32,
+    },
+    /// `podtap replay` on large recorded captures (HTTP/1.1, Redis) against tshark, one core.
+    Replay {
+        /// HTTP/1.1 calls to record (at least).
+        #[arg(long, default_value_t = 120_000)]
+        http_calls: u64,
+        /// Redis commands to record (at least).
+        #[arg(long, default_value_t = 120_000)]
+        redis_commands: u64,
+        /// Record the captures again instead of using the ones cached in target/bench/.
+        #[arg(long)]
+        refresh: bool,
+        /// The core podtap and tshark are pinned to.
+        #[arg(long, default_value_t = 1)]
+        cpu: u32,
+        /// podtap runs per capture (the median counts).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
 }
 
@@ -71,13 +99,7 @@ fn real_main() -> Result<()> {
         Task::Setup => setup::setup(),
         Task::Run { args } => run(args),
         Task::Test { args } => test(&args),
-        Task::Bench {
-            which:
-                BenchKind::Overhead {
-                    seconds,
-                    connections,
-                },
-        } => {
+        Task::Bench { which } => {
             setup::setup()?;
             // PODTAP_BIN: benchmark that binary instead of building the release one.
             let bin = match std::env::var_os("PODTAP_BIN") {
@@ -87,8 +109,30 @@ fn real_main() -> Result<()> {
                     release_binary()
                 }
             };
-            bench::overhead(&bin, seconds, connections)
+            match which {
+                BenchKind::Overhead {
+                    seconds,
+                    connections,
+                } => bench::overhead(&bin, seconds, connections),
+                BenchKind::Replay {
+                    http_calls,
+                    redis_commands,
+                    refresh,
+                    cpu,
+                    runs,
+                } => bench_replay::replay(
+                    &bin,
+                    &bench_replay::ReplayOptions {
+                        http_calls,
+                        redis_commands,
+                        refresh,
+                        cpu,
+                        runs,
+                    },
+                ),
+            }
         }
+        Task::Fuzz { seconds, targets } => fuzz::fuzz(seconds, &targets),
     }
 }
 

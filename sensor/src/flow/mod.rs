@@ -59,6 +59,9 @@ impl Default for FlowConfig {
     }
 }
 
+/// Lately closed sockets remembered, so that a peer finishing later still finds them.
+pub const CLOSED_REMEMBERED: usize = 4096;
+
 /// A socket on this node: what the kernel told us about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalSocket {
@@ -119,6 +122,23 @@ pub struct FlowStats {
     pub calls_seen_twice: u64,
     pub streams: StreamStats,
     pub parsers: ParserStats,
+}
+
+/// What a `FlowTable` holds at one moment (`FlowTable::sizes`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableSizes {
+    pub connections: usize,
+    /// Entries of the (local, remote) -> socket index.
+    pub tuples: usize,
+    pub owners: usize,
+    /// Lately closed sockets remembered for their peers.
+    pub closed: usize,
+    /// The most bytes any one direction holds unparsed.
+    pub max_buffered: usize,
+    /// The most out-of-order segments any one direction holds.
+    pub max_out_of_order: usize,
+    /// The most items any one parser holds (`Parser::held`).
+    pub max_parser_held: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -258,7 +278,7 @@ impl FlowTable {
             by_tuple: HashMap::with_hasher(Hasher::default()),
             owners: LruCache::with_hasher(capacity, Hasher::default()),
             closed: LruCache::with_hasher(
-                NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN),
+                NonZeroUsize::new(CLOSED_REMEMBERED).unwrap_or(NonZeroUsize::MIN),
                 Hasher::default(),
             ),
             udp_sockets: LruCache::with_hasher(capacity, Hasher::default()),
@@ -275,6 +295,28 @@ impl FlowTable {
     #[must_use]
     pub fn connections(&self) -> usize {
         self.connections.len()
+    }
+
+    /// What the table holds now, to check it against its bounds (the fuzz targets do, after every event).
+    #[must_use]
+    pub fn sizes(&self) -> TableSizes {
+        let mut sizes = TableSizes {
+            connections: self.connections.len(),
+            tuples: self.by_tuple.len(),
+            owners: self.owners.len(),
+            closed: self.closed.len(),
+            ..TableSizes::default()
+        };
+        for (_, conn) in self.connections.iter() {
+            for stream in &conn.streams {
+                sizes.max_buffered = sizes.max_buffered.max(stream.buffered().len());
+                sizes.max_out_of_order = sizes.max_out_of_order.max(stream.held_segments());
+            }
+            if let Protocol::Parsing(parser) = &conn.protocol {
+                sizes.max_parser_held = sizes.max_parser_held.max(parser.held());
+            }
+        }
+        sizes
     }
 
     /// Takes one capture event; completed calls go to `calls`, kernel requests to `skips`.

@@ -105,6 +105,12 @@ impl Stream {
         self.skip
     }
 
+    /// Out-of-order segments waiting for the bytes before them.
+    #[must_use]
+    pub fn held_segments(&self) -> usize {
+        self.out_of_order.len()
+    }
+
     /// Bytes waiting for a parser or for the rest of a message.
     #[must_use]
     pub fn buffered(&self) -> &[u8] {

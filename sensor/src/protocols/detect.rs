@@ -64,6 +64,16 @@ pub enum Known {
 }
 
 impl Known {
+    /// Every protocol detection can name (the fuzz targets pick from it).
+    pub const ALL: &[Known] = &[
+        Known::Http1,
+        Known::Http2,
+        Known::Dns,
+        Known::Redis,
+        Known::Kafka,
+        Known::Amqp,
+    ];
+
     /// A fresh parser for a connection of this protocol.
     #[must_use]
     pub fn parser(self, transport: Transport) -> Box<dyn Parser> {

@@ -14,7 +14,7 @@
 //! the HTTP/1 request's method, path and host and the HTTP/2 response (version "2"); the 101 itself is
 //! not a call. Any other 101 (WebSocket, ...) is a call of its own and ends parsing.
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, mem::MaybeUninit};
 
 use super::{
     detect::{Detection, Hints, Known},
@@ -278,9 +278,9 @@ impl Http1Parser {
                     return self.feed_h2(Side::Client, data, consumed, ts, calls);
                 }
                 State::Head => {
-                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                    let mut request = httparse::Request::new(&mut headers);
-                    match request.parse(rest) {
+                    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+                    let mut request = httparse::Request::new(&mut []);
+                    match request.parse_with_uninit_headers(rest, &mut headers) {
                         Ok(httparse::Status::Complete(len)) => {
                             consumed += len;
                             let body = request_body(&request);
@@ -349,9 +349,13 @@ impl Http1Parser {
             let rest = &data[consumed..];
             match self.server.state {
                 State::Head => {
-                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                    let mut response = httparse::Response::new(&mut headers);
-                    match response.parse(rest) {
+                    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+                    let mut response = httparse::Response::new(&mut []);
+                    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                        &mut response,
+                        rest,
+                        &mut headers,
+                    ) {
                         Ok(httparse::Status::Complete(len)) => {
                             consumed += len;
                             let status = response.code.unwrap_or_default();
@@ -700,6 +704,10 @@ impl Parser for Http1Parser {
         }
         stats
     }
+
+    fn held(&self) -> usize {
+        self.pending.len() + self.ready.len()
+    }
 }
 
 fn header<'a>(headers: &[httparse::Header<'a>], name: &str) -> Option<&'a str> {
@@ -762,7 +770,13 @@ fn response_body(response: &httparse::Response<'_, '_>, status: u16) -> Body {
 /// Splits a request target into its path (query dropped: it may carry secrets) and, for the
 /// absolute form a proxy receives, its host.
 fn split_target(target: &str) -> (String, Option<String>) {
-    let (host, path) = match target.split_once("://") {
+    // The origin form (`/path?query`) is by far the most common, and may carry `://` in its query.
+    let absolute = if target.starts_with('/') {
+        None
+    } else {
+        target.split_once("://")
+    };
+    let (host, path) = match absolute {
         Some((_, rest)) => match rest.find('/') {
             Some(at) => (Some(rest[..at].to_owned()), &rest[at..]),
             None => (Some(rest.to_owned()), "/"),

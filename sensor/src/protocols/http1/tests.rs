@@ -700,3 +700,29 @@ mod h2c {
         assert!(matches!(&calls[0].response, Some(Response::Http(r)) if r.status == 200));
     }
 }
+
+#[test]
+fn request_targets_origin_and_absolute_form() {
+    let cases = [
+        ("/items/1?x=1", "/items/1", None),
+        // `://` in the query of an origin-form target is not a host.
+        ("/redirect?to=http://evil/x", "/redirect", None),
+        ("/a#frag", "/a", None),
+        (
+            "http://proxy.example:8080/p?q",
+            "/p",
+            Some("proxy.example:8080"),
+        ),
+        ("https://h", "/", Some("h")),
+        ("*", "*", None),
+        ("h:443", "h:443", None),
+    ];
+    for (target, path, host) in cases {
+        let (got_path, got_host) = split_target(target);
+        assert_eq!(
+            (got_path.as_str(), got_host.as_deref()),
+            (path, host),
+            "{target}"
+        );
+    }
+}
