@@ -8,10 +8,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use podtap_tests::clients::curl;
-use podtap_tests::h2::{
-    assert_live_equals_replay, grpc_client, h2load, GoH2c, GrpcServer, Nghttpd, Tcpdump,
-};
+use podtap_tests::h2::{grpc_client, h2load, GoH2c, GrpcServer, Nghttpd};
 use podtap_tests::records::{assert_calls, call, EndExpect};
+use podtap_tests::tcpdump::{assert_live_equals_replay, Tcpdump};
 use podtap_tests::{CgroupDriver, PodPair, Podtap};
 use serde_json::Value;
 
@@ -62,7 +61,7 @@ fn curl_h2(pair: &PodPair, mode: &str, urls: &[String]) -> (u32, Vec<(u16, Strin
 fn a_h2load_multiplexes_200_requests_on_2_connections() {
     let pair = PodPair::new(CgroupDriver::Systemd, CgroupDriver::Cgroupfs).expect("pods");
     let server = Nghttpd::start(&pair.b, 0, 8080).expect("nghttpd");
-    let mut dump = Tcpdump::start(&pair.b, 0, "veth0", "tcp port 8080").expect("tcpdump");
+    let mut dump = Tcpdump::record(&pair.b, 0, "veth0", "tcp port 8080").expect("tcpdump");
     let mut tap = podtap();
     let result = h2load(&pair.a, 0, &server.url("/small.txt"), 200, 2, 10).expect("h2load");
     assert_eq!(
@@ -106,7 +105,7 @@ fn a_h2load_multiplexes_200_requests_on_2_connections() {
 fn b_curl_prior_knowledge_to_nghttpd() {
     let pair = PodPair::new(CgroupDriver::Cgroupfs, CgroupDriver::Systemd).expect("pods");
     let server = Nghttpd::start(&pair.b, 0, 8081).expect("nghttpd");
-    let mut dump = Tcpdump::start(&pair.b, 0, "veth0", "tcp port 8081").expect("tcpdump");
+    let mut dump = Tcpdump::record(&pair.b, 0, "veth0", "tcp port 8081").expect("tcpdump");
     let mut tap = podtap();
     let cases = [
         ("/small.txt", 200),
@@ -145,7 +144,7 @@ fn b_curl_prior_knowledge_to_nghttpd() {
 fn c_curl_h2c_upgrade_to_a_go_server() {
     let pair = PodPair::new(CgroupDriver::Systemd, CgroupDriver::Systemd).expect("pods");
     let server = GoH2c::start(&pair.b, 0, 8082).expect("go h2c server");
-    let mut dump = Tcpdump::start(&pair.b, 0, "veth0", "tcp port 8082").expect("tcpdump");
+    let mut dump = Tcpdump::record(&pair.b, 0, "veth0", "tcp port 8082").expect("tcpdump");
     let mut tap = podtap();
     // After the 10 MiB body (skipped, mostly by the kernel) the next streams must still be read.
     let cases = [
@@ -187,7 +186,7 @@ type GrpcExpect = (&'static str, u64, u64, u64, &'static str);
 fn d_grpc_go_client_to_grpcio_server_all_four_kinds() {
     let pair = PodPair::new(CgroupDriver::Cgroupfs, CgroupDriver::Cgroupfs).expect("pods");
     let _server = GrpcServer::start(&pair.b, 0, 50051).expect("grpcio server");
-    let mut dump = Tcpdump::start(&pair.b, 0, "veth0", "tcp port 50051").expect("tcpdump");
+    let mut dump = Tcpdump::record(&pair.b, 0, "veth0", "tcp port 50051").expect("tcpdump");
     let mut tap = podtap();
     let target = format!("{}:50051", pair.b.ip);
     let run = grpc_client(&pair.a, 0, &target).expect("grpc client");
