@@ -13,38 +13,12 @@
 //!
 //! Sources and licences of the captures: `tests/fixtures/corpus/amqp/SOURCES.md`.
 
-use std::{
-    collections::BTreeMap,
-    io,
-    path::{Path, PathBuf},
-};
+mod common;
 
-use podtap::{
-    app::replay,
-    export::Sink,
-    flow::FlowConfig,
-    model::{AmqpRequest, AmqpResponse, Call, CallStatus, Request, Response},
-};
+use std::collections::BTreeMap;
 
-#[derive(Default)]
-struct Collect(Vec<Call>);
-
-impl Sink for Collect {
-    fn write(&mut self, call: &Call) -> io::Result<()> {
-        self.0.push(call.clone());
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/corpus/amqp")
-        .join(name)
-}
+use common::{fixture, replay_sorted, tsv_rows};
+use podtap::model::{AmqpRequest, AmqpResponse, Call, CallStatus, Request, Response};
 
 /// AMQP 0-9-1 method names by (class id, method id), as the specification writes them.
 fn method_name(class: u16, method: u16) -> String {
@@ -136,22 +110,21 @@ struct Line {
 }
 
 fn tshark_methods(name: &str) -> Vec<Line> {
-    let text = std::fs::read_to_string(fixture(&format!("{name}.methods.tsv"))).expect("fixture");
-    text.lines()
-        .map(|line| {
-            let f: Vec<&str> = line.split('\t').collect();
-            assert_eq!(f.len(), 11, "{line}");
+    tsv_rows("amqp", &format!("{name}.methods.tsv"))
+        .into_iter()
+        .map(|f| {
+            assert_eq!(f.len(), 11, "{f:?}");
             let number = |s: &str| s.parse::<u16>().expect("number");
             Line {
                 seen: Seen {
-                    method: method_name(number(f[4]), number(f[5])),
-                    channel: number(f[3]),
-                    exchange: f[6].to_owned(),
-                    routing_key: f[7].to_owned(),
-                    queue: f[8].to_owned(),
+                    method: method_name(number(&f[4]), number(&f[5])),
+                    channel: number(&f[3]),
+                    exchange: f[6].clone(),
+                    routing_key: f[7].clone(),
+                    queue: f[8].clone(),
                     delivery_tag: (!f[9].is_empty()).then(|| f[9].parse().expect("tag")),
                 },
-                reply_code: (!f[10].is_empty()).then(|| number(f[10])),
+                reply_code: (!f[10].is_empty()).then(|| number(&f[10])),
             }
         })
         .collect()
@@ -189,15 +162,7 @@ fn counts<'a>(names: impl Iterator<Item = &'a str>) -> BTreeMap<String, usize> {
 
 /// Replays `name`.pcap and checks it against tshark; returns the records in time order.
 fn check(name: &str) -> Vec<Call> {
-    let mut sink = Collect::default();
-    let summary = replay(
-        &fixture(&format!("{name}.pcap")),
-        FlowConfig::default(),
-        &mut sink,
-    )
-    .expect("replay");
-    let mut calls = sink.0;
-    calls.sort_by_key(|c| c.time);
+    let (calls, summary) = replay_sorted(&fixture("amqp", &format!("{name}.pcap")));
     let lines = tshark_methods(name);
     let dump = || {
         calls

@@ -10,51 +10,18 @@
 //!
 //! Sources and licences of the captures: `tests/fixtures/corpus/dns/SOURCES.md`.
 
-use std::{
-    collections::HashMap,
-    io,
-    path::{Path, PathBuf},
-};
+mod common;
 
+use std::collections::HashMap;
+
+use common::{fixture, replay_sorted, try_replay, tsv_rows};
 use podtap::{
-    app::{replay, Summary},
-    export::Sink,
-    flow::FlowConfig,
+    app::Summary,
     model::{Call, CallStatus, Request, Response, Transport},
 };
 
-#[derive(Default)]
-struct Collect(Vec<Call>);
-
-impl Sink for Collect {
-    fn write(&mut self, call: &Call) -> io::Result<()> {
-        self.0.push(call.clone());
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/corpus/dns")
-        .join(name)
-}
-
 fn replay_file(name: &str) -> (Vec<Call>, Summary) {
-    let mut sink = Collect::default();
-    let summary = replay(
-        &fixture(&format!("{name}.pcap")),
-        FlowConfig::default(),
-        &mut sink,
-    )
-    .expect("replay");
-    let mut calls = sink.0;
-    // Query order, as tshark lists them.
-    calls.sort_by_key(|c| c.time);
-    (calls, summary)
+    replay_sorted(&fixture("dns", &format!("{name}.pcap")))
 }
 
 /// Type names as tshark's verbose output prints them (`Type: LOC (Geographical position) (29)`), for
@@ -127,11 +94,10 @@ fn values(field: &str) -> Vec<String> {
 }
 
 fn tshark_messages(name: &str) -> Vec<TsharkMessage> {
-    let text = std::fs::read_to_string(fixture(&format!("{name}.dns.tsv"))).expect("fixture");
     let mut messages = Vec::new();
-    for line in text.lines() {
-        let f: Vec<&str> = line.split('\t').collect();
-        assert_eq!(f.len(), 26, "{name}: {line}");
+    for row in tsv_rows("dns", &format!("{name}.dns.tsv")) {
+        let f: Vec<&str> = row.iter().map(String::as_str).collect();
+        assert_eq!(f.len(), 26, "{name}: {row:?}");
         let frame: u32 = f[0].parse().expect("frame number");
         let src_ip = if f[1].is_empty() { f[2] } else { f[1] };
         let dst_ip = if f[5].is_empty() { f[6] } else { f[5] };
@@ -462,10 +428,8 @@ fn udp_datagrams_fragments_and_empty_datagrams_in_a_file() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("udp.pcap");
     std::fs::write(&path, pcap(&frames)).expect("write");
-    let mut sink = Collect::default();
-    let summary = replay(&path, FlowConfig::default(), &mut sink).expect("replay");
+    let (calls, summary) = try_replay(&path).expect("replay");
     std::fs::remove_dir_all(&dir).ok();
-    let calls = sink.0;
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0].transport, Transport::Udp);
     assert_eq!(calls[0].client.port, 40000);

@@ -6,6 +6,7 @@
 //! DeepFlow ones are snippets joined mid-connection. Sources and licences:
 //! `tests/fixtures/corpus/grpc/SOURCES.md`.
 
+mod common;
 mod h2_tshark;
 
 use h2_tshark::check;

@@ -11,68 +11,38 @@
 //!
 //! Sources and licences of the captures: `tests/fixtures/corpus/http1/SOURCES.md`.
 
-use std::{
-    io,
-    path::{Path, PathBuf},
-};
+mod common;
 
+use std::path::PathBuf;
+
+use common::{replay_sorted, try_replay, tsv_rows};
 use podtap::{
-    app::{replay, AppError},
+    app::AppError,
     capture::pcap::PcapReadError,
-    export::Sink,
-    flow::FlowConfig,
     model::{Call, CallStatus, Request, Response},
 };
 
-#[derive(Default)]
-struct Collect(Vec<Call>);
-
-impl Sink for Collect {
-    fn write(&mut self, call: &Call) -> io::Result<()> {
-        self.0.push(call.clone());
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/corpus/http1")
-        .join(name)
-}
-
-fn replay_file(path: &Path) -> Vec<Call> {
-    let mut sink = Collect::default();
-    replay(path, FlowConfig::default(), &mut sink).expect("replay");
-    let mut calls = sink.0;
-    // Request order, as tshark lists them.
-    calls.sort_by_key(|c| c.time);
-    calls
+    common::fixture("http1", name)
 }
 
 /// (method, path without query, host) of each request tshark saw, in frame order.
 fn tshark_requests(name: &str) -> Vec<(String, String, String)> {
-    let text = std::fs::read_to_string(fixture(&format!("{name}.requests.tsv"))).expect("fixture");
-    text.lines()
-        .map(|line| {
-            let mut fields = line.split('\t');
-            let method = fields.next().unwrap_or_default().to_owned();
-            let uri = fields.next().unwrap_or_default();
-            let host = fields.next().unwrap_or_default().to_owned();
-            let path = uri.split('?').next().unwrap_or_default().to_owned();
-            (method, path, host)
+    tsv_rows("http1", &format!("{name}.requests.tsv"))
+        .into_iter()
+        .map(|fields| {
+            let field = |i: usize| fields.get(i).map_or("", String::as_str);
+            let path = field(1).split('?').next().unwrap_or_default().to_owned();
+            (field(0).to_owned(), path, field(2).to_owned())
         })
         .collect()
 }
 
 /// Status codes of the responses tshark saw, in frame order (`file` is one of the `*.tsv` fixtures).
 fn tshark_statuses(file: &str) -> Vec<u16> {
-    let text = std::fs::read_to_string(fixture(file)).expect("fixture");
-    text.lines()
-        .map(|line| line.trim().parse().expect("status code"))
+    tsv_rows("http1", file)
+        .iter()
+        .map(|fields| fields[0].trim().parse().expect("status code"))
         .collect()
 }
 
@@ -110,7 +80,7 @@ fn check(name: &str) -> Vec<Call> {
 }
 
 fn check_with(name: &str, responses: &str) -> Vec<Call> {
-    let calls = replay_file(&fixture(&format!("{name}.pcap")));
+    let (calls, _) = replay_sorted(&fixture(&format!("{name}.pcap")));
     let requests = tshark_requests(name);
     let final_statuses: Vec<u16> = tshark_statuses(responses)
         .into_iter()
@@ -193,8 +163,7 @@ fn truncated_capture_is_an_error_naming_file_and_offset() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("first-100-bytes.pcap");
     std::fs::write(&path, &whole[..100]).expect("write");
-    let mut sink = Collect::default();
-    let error = replay(&path, FlowConfig::default(), &mut sink).expect_err("truncated file");
+    let error = try_replay(&path).expect_err("truncated file");
     let message = error.to_string();
     assert!(
         matches!(
@@ -232,9 +201,8 @@ fn garbage_and_empty_files_are_errors_not_panics() {
     for (name, bytes) in cases {
         let path = dir.join(name);
         std::fs::write(&path, &bytes).expect("write");
-        let mut sink = Collect::default();
-        match replay(&path, FlowConfig::default(), &mut sink) {
-            Ok(summary) => {
+        match try_replay(&path) {
+            Ok((_, summary)) => {
                 // Acceptable only if nothing was there to read.
                 assert_eq!(summary.pcap.frames, 0, "{name}: {summary:?}");
             }

@@ -5,6 +5,7 @@
 //! no SETTINGS, and header blocks that refer to HPACK table entries sent before the snippet. Sources and
 //! licences: `tests/fixtures/corpus/http2/SOURCES.md`.
 
+mod common;
 mod h2_tshark;
 
 use h2_tshark::{check, ours};

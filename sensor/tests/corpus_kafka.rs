@@ -19,47 +19,11 @@
 //!
 //! Sources and licences of the captures: `tests/fixtures/corpus/kafka/SOURCES.md`.
 
-use std::{
-    io,
-    path::{Path, PathBuf},
-};
+mod common;
 
+use common::{fixture, replay_sorted, tsv_rows};
 use kafka_protocol::messages::ApiKey;
-use podtap::{
-    app::replay,
-    export::Sink,
-    flow::FlowConfig,
-    model::{Call, CallStatus, KafkaRequest, Request, Response},
-};
-
-#[derive(Default)]
-struct Collect(Vec<Call>);
-
-impl Sink for Collect {
-    fn write(&mut self, call: &Call) -> io::Result<()> {
-        self.0.push(call.clone());
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/corpus/kafka")
-        .join(name)
-}
-
-fn replay_file(path: &Path) -> Vec<Call> {
-    let mut sink = Collect::default();
-    replay(path, FlowConfig::default(), &mut sink).expect("replay");
-    let mut calls = sink.0;
-    // Request order, as tshark lists them.
-    calls.sort_by_key(|c| c.time);
-    calls
-}
+use podtap::model::{Call, CallStatus, KafkaRequest, Request, Response};
 
 /// One request row of tshark's output.
 #[derive(Debug)]
@@ -83,13 +47,6 @@ struct TsharkResponse {
     errors: Vec<i16>,
 }
 
-fn rows(file: &str) -> Vec<Vec<String>> {
-    let text = std::fs::read_to_string(fixture(file)).expect("fixture");
-    text.lines()
-        .map(|line| line.split('\t').map(str::to_owned).collect())
-        .collect()
-}
-
 fn list<T: std::str::FromStr>(field: &str) -> Vec<T> {
     field
         .split(',')
@@ -99,7 +56,7 @@ fn list<T: std::str::FromStr>(field: &str) -> Vec<T> {
 }
 
 fn tshark_requests(name: &str) -> Vec<TsharkRequest> {
-    rows(&format!("{name}.requests.tsv"))
+    tsv_rows("kafka", &format!("{name}.requests.tsv"))
         .into_iter()
         .map(|f| TsharkRequest {
             api_key: f[1].parse().expect("api key"),
@@ -113,7 +70,7 @@ fn tshark_requests(name: &str) -> Vec<TsharkRequest> {
 }
 
 fn tshark_responses(name: &str) -> Vec<TsharkResponse> {
-    rows(&format!("{name}.responses.tsv"))
+    tsv_rows("kafka", &format!("{name}.responses.tsv"))
         .into_iter()
         .map(|f| TsharkResponse {
             correlation_id: f[1].parse().expect("correlation id"),
@@ -139,7 +96,7 @@ fn kafka(call: &Call) -> (&KafkaRequest, Option<Option<i16>>) {
 /// response tshark decoded (the first non-zero of its codes, else 0). A request tshark saw no response
 /// to is `no_response`.
 fn check(name: &str) -> Vec<Call> {
-    let calls = replay_file(&fixture(&format!("{name}.pcap")));
+    let (calls, _) = replay_sorted(&fixture("kafka", &format!("{name}.pcap")));
     let requests = tshark_requests(name);
     let responses = tshark_responses(name);
     assert_eq!(calls.len(), requests.len(), "{name}: one call per request");

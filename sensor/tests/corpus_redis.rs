@@ -25,52 +25,24 @@
 //!
 //! Sources and licences of the captures: `tests/fixtures/corpus/redis/SOURCES.md`.
 
-use std::{
-    io,
-    path::{Path, PathBuf},
-};
+mod common;
 
-use podtap::{
-    app::replay,
-    export::Sink,
-    flow::FlowConfig,
-    model::{Call, CallStatus, Request, Response},
-};
-
-#[derive(Default)]
-struct Collect(Vec<Call>);
-
-impl Sink for Collect {
-    fn write(&mut self, call: &Call) -> io::Result<()> {
-        self.0.push(call.clone());
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/corpus/redis")
-        .join(name)
-}
+use common::{fixture, replay_sorted, tsv_rows};
+use podtap::model::{Call, CallStatus, Request, Response};
 
 /// One expected or reported call: command (tshark's first word), args, reply type, error.
 type Row = (String, u32, String, String);
 
 fn tshark_rows(file: &str) -> Vec<Row> {
-    let text = std::fs::read_to_string(fixture(file)).expect("fixture");
-    text.lines()
-        .map(|line| {
-            let fields: Vec<&str> = line.split('\t').collect();
-            assert_eq!(fields.len(), 5, "{file}: {line:?}");
+    tsv_rows("redis", file)
+        .into_iter()
+        .map(|fields| {
+            assert_eq!(fields.len(), 5, "{file}: {fields:?}");
             (
-                fields[1].to_owned(),
+                fields[1].clone(),
                 fields[2].parse().expect("args"),
-                fields[3].to_owned(),
-                fields[4].to_owned(),
+                fields[3].clone(),
+                fields[4].clone(),
             )
         })
         .collect()
@@ -78,10 +50,7 @@ fn tshark_rows(file: &str) -> Vec<Row> {
 
 /// Replays `capture`; returns the calls in time order and the parser's malformed count.
 fn replay_file(capture: &str) -> (Vec<Call>, u64) {
-    let mut sink = Collect::default();
-    let summary = replay(&fixture(capture), FlowConfig::default(), &mut sink).expect("replay");
-    let mut calls = sink.0;
-    calls.sort_by_key(|c| c.time);
+    let (calls, summary) = replay_sorted(&fixture("redis", capture));
     assert_eq!(summary.flow.streams.gaps, 0, "{capture}: {summary:?}");
     (calls, summary.flow.parsers.malformed)
 }

@@ -7,9 +7,8 @@
 //! (`rabbitmqctl stop`, then `epmd -kill`); the pod's cgroup kill takes whatever is left.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -211,70 +210,6 @@ pub fn pika_session(
         process: report["process"].as_str().context("process")?.to_owned(),
         report,
     })
-}
-
-/// tcpdump writing a pcap of one interface of a pod.
-#[derive(Debug)]
-pub struct Tcpdump {
-    process: Option<PodProcess>,
-    pub path: PathBuf,
-}
-
-impl Tcpdump {
-    /// Starts `tcpdump -i iface -w path filter` in `pod`; returns once it is capturing.
-    pub fn start(pod: &Pod, iface: &str, filter: &str, path: &Path) -> Result<Self> {
-        let tcpdump = require_tool("tcpdump")?;
-        let path_s = path.to_string_lossy().into_owned();
-        // Packets reach the file as they come (`--immediate-mode`, `-U`); root keeps the file writable.
-        let mut args = vec![
-            "--immediate-mode",
-            "-U",
-            "-Z",
-            "root",
-            "-n",
-            "-i",
-            iface,
-            "-w",
-            &path_s,
-        ];
-        args.extend(filter.split_whitespace());
-        let mut process = pod.spawn(0, &tcpdump.to_string_lossy(), &args)?;
-        let stderr = process.child.stderr.take().context("tcpdump stderr")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening on") {
-                    tx.send(()).ok();
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(10))
-            .context("tcpdump did not say `listening on`")?;
-        Ok(Self {
-            process: Some(process),
-            path: path.to_owned(),
-        })
-    }
-
-    /// Stops it (SIGINT: the file is complete) and waits.
-    pub fn stop(&mut self) -> Result<()> {
-        let Some(mut process) = self.process.take() else {
-            return Ok(());
-        };
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(process.pid() as i32, libc::SIGINT) };
-        wait_until(Duration::from_secs(10), || {
-            process.child.try_wait().ok().flatten()
-        })
-        .context("tcpdump did not exit on SIGINT")?;
-        Ok(())
-    }
-}
-
-impl Drop for Tcpdump {
-    fn drop(&mut self) {
-        self.stop().ok();
-    }
 }
 
 /// AMQP 0-9-1 method names by (class id, method id), as the specification writes them.

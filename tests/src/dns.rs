@@ -5,7 +5,7 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use crate::clients::ClientRun;
 use crate::netns::{Pod, PodProcess};
-use crate::records::EndExpect;
-use crate::util::{python, require_tool, which, TempDir};
+use crate::records::{assert_each_matched, EndExpect};
+use crate::util::{python, require_tool};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -375,62 +375,6 @@ print(answers)
     })
 }
 
-/// tcpdump writing every packet of one interface of a pod to a pcap file.
-#[derive(Debug)]
-pub struct Tcpdump {
-    process: Option<PodProcess>,
-    path: PathBuf,
-    _dir: TempDir,
-}
-
-impl Tcpdump {
-    pub fn start(pod: &Pod, container: usize, interface: &str) -> Result<Self> {
-        let bin = which("tcpdump")
-            .or_else(|| Some(PathBuf::from("/usr/bin/tcpdump")).filter(|p| p.is_file()))
-            .context("tcpdump not installed (run `cargo xtask setup`)")?;
-        let dir = TempDir::new("podtap-tcpdump")?;
-        let path = dir.path().join("capture.pcap");
-        let process = spawn_until(
-            pod,
-            container,
-            &bin.to_string_lossy(),
-            &[
-                "-i",
-                interface,
-                "-n",
-                "-U",
-                "-Z",
-                "root",
-                "-w",
-                &path.to_string_lossy(),
-            ],
-            false,
-            "listening on",
-        )?;
-        Ok(Self {
-            process: Some(process),
-            path,
-            _dir: dir,
-        })
-    }
-
-    /// Stops tcpdump (SIGINT, so that it flushes) and returns the file, which lives as long as `self`.
-    pub fn stop(&mut self) -> Result<&Path> {
-        if let Some(mut process) = self.process.take() {
-            let pid = i32::try_from(process.pid()).context("pid")?;
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(pid, libc::SIGINT) };
-            let exited = crate::util::wait_until(Duration::from_secs(10), || {
-                process.child.try_wait().ok().flatten()
-            });
-            if exited.is_none() {
-                bail!("tcpdump did not exit on SIGINT");
-            }
-        }
-        Ok(&self.path)
-    }
-}
-
 /// What one DNS call record must say.
 #[derive(Clone, Debug)]
 pub struct DnsExpect {
@@ -559,44 +503,13 @@ impl DnsExpect {
 /// Asserts `records` are exactly `expected`: as many, each expected one matched (transport, name,
 /// type, id) by a record of its own and checked field by field.
 pub fn assert_dns_calls(records: &[Value], expected: &[DnsExpect]) {
-    let dump = || {
-        records
-            .iter()
-            .map(|r| serde_json::to_string(r).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    assert_eq!(
-        records.len(),
-        expected.len(),
-        "expected {} calls, podtap reported {}:\n{}",
-        expected.len(),
-        records.len(),
-        dump()
+    assert_each_matched(
+        records,
+        expected,
+        DnsExpect::matches,
+        |e| format!("{e:?}"),
+        DnsExpect::check,
     );
-    let mut used = vec![false; records.len()];
-    for e in expected {
-        let Some(i) = (0..records.len()).find(|&i| !used[i] && e.matches(&records[i])) else {
-            panic!("no record for {e:?} among:\n{}", dump());
-        };
-        used[i] = true;
-        e.check(&records[i]);
-    }
-}
-
-/// What a record says about the call, without what only the live capture knows (pids, pods): the part
-/// a replay of a capture file must reproduce.
-pub fn wire_view(r: &Value) -> String {
-    let end = |e: &Value| format!("{}:{}", e["ip"], e["port"]);
-    format!(
-        "{} {} -> {} {} {} {}",
-        r["transport"],
-        end(&r["client"]),
-        end(&r["server"]),
-        r["request"],
-        r["response"],
-        r["status"]
-    )
 }
 
 #[cfg(test)]

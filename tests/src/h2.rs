@@ -14,17 +14,15 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash as _, Hasher as _};
-use std::io::{BufRead as _, BufReader};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use serde_json::Value;
 
 use crate::netns::{Pod, PodProcess};
-use crate::util::{python_with, require_tool, run, wait_until, workspace_root, TempDir};
+use crate::util::{python_with, require_tool, run, workspace_root, TempDir};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -305,134 +303,6 @@ pub fn parse_h2load(text: &str, pid: u32) -> Result<H2loadResult> {
         succeeded: number_before(requests, "succeeded").context("succeeded")?,
         status_2xx: number_before(codes, "2xx").context("2xx")?,
     })
-}
-
-/// tcpdump writing a pod's packets (one interface, a filter) to a pcap file.
-#[derive(Debug)]
-pub struct Tcpdump {
-    pub file: PathBuf,
-    process: Option<PodProcess>,
-    _dir: TempDir,
-}
-
-impl Tcpdump {
-    /// Starts recording `interface` in the pod (container `container`) and returns once tcpdump listens.
-    pub fn start(pod: &Pod, container: usize, interface: &str, filter: &str) -> Result<Self> {
-        let tcpdump = require_tool("tcpdump").or_else(|_| -> Result<PathBuf> {
-            let p = PathBuf::from("/usr/bin/tcpdump");
-            if p.is_file() {
-                Ok(p)
-            } else {
-                bail!("tcpdump not installed (run `cargo xtask setup`)")
-            }
-        })?;
-        let dir = TempDir::new("podtap-tcpdump")?;
-        let file = dir.path().join("capture.pcap");
-        let mut process = pod.spawn(
-            container,
-            &tcpdump.to_string_lossy(),
-            &[
-                "-i",
-                interface,
-                // Packets reach the file as they come (not a ring block later), unbuffered, as root;
-                // a 64 MiB kernel buffer, so that a 10 MiB burst on the veth loses nothing.
-                "--immediate-mode",
-                "-B",
-                "65536",
-                "-U",
-                "-Z",
-                "root",
-                "-s",
-                "0",
-                "-w",
-                &file.to_string_lossy(),
-                filter,
-            ],
-        )?;
-        let stderr = process.child.stderr.take().context("tcpdump stderr")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("listening on") {
-                    tx.send(()).ok();
-                }
-            }
-        });
-        rx.recv_timeout(READY_TIMEOUT)
-            .context("tcpdump did not start listening")?;
-        Ok(Self {
-            file,
-            process: Some(process),
-            _dir: dir,
-        })
-    }
-
-    /// Stops the recording (SIGINT, which flushes the file) and returns the podtap replay of it.
-    pub fn stop_and_replay(&mut self) -> Result<Vec<Value>> {
-        if let Some(mut process) = self.process.take() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(process.pid() as i32, libc::SIGINT) };
-            wait_until(Duration::from_secs(5), || {
-                process.child.try_wait().ok().flatten()
-            });
-        }
-        replay(&self.file)
-    }
-}
-
-/// `podtap replay FILE --output jsonl`: the records, in time order.
-pub fn replay(file: &Path) -> Result<Vec<Value>> {
-    let bin = crate::podtap::binary()?;
-    let out = run(Command::new(bin)
-        .args(["replay"])
-        .arg(file)
-        .args(["--output", "jsonl"]))?;
-    let mut records = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        records.push(
-            serde_json::from_str::<Value>(line).with_context(|| format!("not JSON: {line}"))?,
-        );
-    }
-    Ok(crate::records::sorted_by_time(records))
-}
-
-/// The parts of a record that a live run and a replay of its packets both know (a replay has no pods
-/// or processes), as one comparable string.
-pub fn wire_view(r: &Value) -> String {
-    let mut v = serde_json::json!({
-        "protocol": r["protocol"],
-        "version": r["version"],
-        "client": {"ip": r["client"]["ip"], "port": r["client"]["port"]},
-        "server": {"ip": r["server"]["ip"], "port": r["server"]["port"]},
-        "request": r["request"],
-        "response": r["response"],
-        "status": r["status"],
-    });
-    if r.get("response").is_none() {
-        v["response"] = Value::Null;
-    }
-    v.to_string()
-}
-
-/// Asserts that the live records and the replay of the recording say the same (as multisets).
-pub fn assert_live_equals_replay(live: &[Value], replayed: &[Value]) {
-    let mut a: Vec<String> = live.iter().map(wire_view).collect();
-    let mut b: Vec<String> = replayed.iter().map(wire_view).collect();
-    a.sort();
-    b.sort();
-    assert_eq!(
-        a.len(),
-        b.len(),
-        "live reported {} calls, the replay {}:\nlive:\n{}\nreplay:\n{}",
-        a.len(),
-        b.len(),
-        a.join("\n"),
-        b.join("\n")
-    );
-    for (x, y) in a.iter().zip(&b) {
-        assert_eq!(x, y, "live and replay differ");
-    }
 }
 
 #[cfg(test)]

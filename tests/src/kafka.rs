@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::clients::ClientRun;
 use crate::netns::{Pod, PodProcess};
-use crate::util::{python_with, require_tool, run, wait_until, TempDir};
+use crate::util::{python_with, require_tool, run, TempDir};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -122,75 +122,6 @@ pub fn kafka_session(
         pid,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
     })
-}
-
-/// tcpdump writing the TCP traffic of one port, as seen from inside a pod, to a pcap file.
-#[derive(Debug)]
-pub struct Tcpdump {
-    pub file: PathBuf,
-    process: Option<PodProcess>,
-    pub dir: TempDir,
-}
-
-impl Tcpdump {
-    pub fn start(pod: &Pod, container: usize, port: u16) -> Result<Self> {
-        let tcpdump = require_tool("tcpdump")?.to_string_lossy().into_owned();
-        let dir = TempDir::new("podtap-tcpdump")?;
-        let file = dir.path().join("session.pcap");
-        let filter = format!("tcp port {port}");
-        let process = pod.spawn(
-            container,
-            &tcpdump,
-            &[
-                "-i",
-                "any",
-                "-U",
-                "--immediate-mode",
-                // A 64 MiB ring: GSO packets of 64 KB fill the default 2 MiB one in a burst.
-                "-B",
-                "65536",
-                "-s",
-                "0",
-                "-w",
-                &file.to_string_lossy(),
-                &filter,
-            ],
-        )?;
-        // tcpdump creates the file once it captures.
-        let created = wait_until(READY_TIMEOUT, || file.exists().then_some(()));
-        if created.is_none() {
-            bail!("tcpdump did not start writing {}", file.display());
-        }
-        // Let it finish attaching before traffic starts.
-        std::thread::sleep(Duration::from_millis(300));
-        Ok(Self {
-            file,
-            process: Some(process),
-            dir,
-        })
-    }
-
-    /// Stops tcpdump (SIGINT: it flushes and closes the file), waits for it and returns what it
-    /// said (`N packets captured`, ...).
-    pub fn stop(&mut self) -> Result<String> {
-        let Some(mut process) = self.process.take() else {
-            return Ok(String::new());
-        };
-        let pid = i32::try_from(process.pid()).context("pid")?;
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(pid, libc::SIGINT) };
-        let exited = wait_until(Duration::from_secs(10), || {
-            process.child.try_wait().ok().flatten()
-        });
-        if exited.is_none() {
-            bail!("tcpdump did not exit on SIGINT");
-        }
-        let mut said = String::new();
-        if let Some(mut stderr) = process.child.stderr.take() {
-            std::io::Read::read_to_string(&mut stderr, &mut said)?;
-        }
-        Ok(said)
-    }
 }
 
 /// One Kafka call in the shape all three readings share.
@@ -348,19 +279,6 @@ pub fn calls_of_tshark(pcap: &Path, port: u16) -> Result<Vec<KafkaCall>> {
     }
     calls.sort();
     Ok(calls)
-}
-
-/// `podtap replay FILE --output jsonl`: the records podtap rebuilds from a capture file.
-pub fn replay(pcap: &Path) -> Result<Vec<Value>> {
-    let bin = crate::podtap::binary()?;
-    let out = run(std::process::Command::new(bin)
-        .arg("replay")
-        .arg(pcap)
-        .args(["--output", "jsonl"]))?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
 }
 
 /// How many of `calls` are of `api`.

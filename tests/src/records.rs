@@ -166,6 +166,27 @@ impl EndExpect {
 /// Asserts `records` are exactly `expected` (as a multiset by path+method, then field by field, matched
 /// in time order per path).
 pub fn assert_calls(records: &[Value], expected: &[CallExpect]) {
+    assert_each_matched(
+        records,
+        expected,
+        |e, r| {
+            r["request"]["path"] == e.path.as_str() && r["request"]["method"] == e.method.as_str()
+        },
+        |e| format!("{} {}", e.method, e.path),
+        CallExpect::check,
+    );
+}
+
+/// Asserts `records` are exactly `expected`: as many, each expected one (in order) matched by the
+/// first record of its own that `matches` it, and then checked field by field by `check`; `name`
+/// says which expected one had no record.
+pub fn assert_each_matched<E>(
+    records: &[Value],
+    expected: &[E],
+    matches: impl Fn(&E, &Value) -> bool,
+    name: impl Fn(&E) -> String,
+    check: impl Fn(&E, &Value),
+) {
     let dump = || {
         records
             .iter()
@@ -183,16 +204,11 @@ pub fn assert_calls(records: &[Value], expected: &[CallExpect]) {
     );
     let mut used = vec![false; records.len()];
     for e in expected {
-        let idx = records.iter().enumerate().position(|(i, r)| {
-            !used[i]
-                && r["request"]["path"] == e.path.as_str()
-                && r["request"]["method"] == e.method.as_str()
-        });
-        let Some(i) = idx else {
-            panic!("no record for {} {} among:\n{}", e.method, e.path, dump());
+        let Some(i) = (0..records.len()).find(|&i| !used[i] && matches(e, &records[i])) else {
+            panic!("no record for {} among:\n{}", name(e), dump());
         };
         used[i] = true;
-        e.check(&records[i]);
+        check(e, &records[i]);
     }
 }
 

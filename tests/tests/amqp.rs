@@ -6,16 +6,14 @@
 //!
 //! The broker is heavy (about 5 s to start), so the file starts it once, in its one test.
 
-use std::process::Command;
 use std::time::Duration;
 
 use podtap_tests::amqp::{
-    assert_matches_tshark, pika_session, tshark_methods, AmqpRecord, RabbitMq, Tcpdump, EXCHANGE,
+    assert_matches_tshark, pika_session, tshark_methods, AmqpRecord, RabbitMq, EXCHANGE,
     MISSING_QUEUE, QUEUE, ROUTING_KEY,
 };
-use podtap_tests::podtap::binary;
 use podtap_tests::records::{involves, EndExpect};
-use podtap_tests::util::TempDir;
+use podtap_tests::tcpdump::{replay, Tcpdump};
 use podtap_tests::{CgroupDriver, PodPair, Podtap};
 
 /// podtap runs at most this long; the test stops it with SIGINT well before.
@@ -129,10 +127,7 @@ fn sorted(mut records: Vec<AmqpRecord>) -> Vec<AmqpRecord> {
 fn pika_session_against_rabbitmq_live_tshark_and_replay() {
     let pair = PodPair::new(CgroupDriver::Systemd, CgroupDriver::Cgroupfs).expect("pods");
     let rabbit = RabbitMq::start(&pair.b, 0, AMQP_PORT).expect("rabbitmq-server");
-    let dir = TempDir::new("podtap-amqp-capture").expect("temp dir");
-    let pcap = dir.path().join("session.pcap");
-    let mut tcpdump =
-        Tcpdump::start(&pair.b, "veth0", &format!("tcp port {AMQP_PORT}"), &pcap).expect("tcpdump");
+    let mut tcpdump = Tcpdump::start(&pair.b, AMQP_PORT).expect("tcpdump");
     let mut tap = Podtap::start(RUN_S, &[]).expect("podtap run");
 
     let session = pika_session(&pair.a, 0, rabbit.ip, rabbit.port, N as u32).expect("pika");
@@ -153,7 +148,7 @@ fn pika_session_against_rabbitmq_live_tshark_and_replay() {
         out.assert_clean_exit();
         out.records_for(&ips)
     };
-    tcpdump.stop().expect("stop tcpdump");
+    let pcap = tcpdump.stop().expect("stop tcpdump").to_owned();
 
     // Live: exactly the session, both ends attributed.
     let live: Vec<AmqpRecord> = records.iter().map(AmqpRecord::from_json).collect();
@@ -187,20 +182,11 @@ fn pika_session_against_rabbitmq_live_tshark_and_replay() {
     assert_matches_tshark(&live, &methods);
 
     // The capture replayed: the same records.
-    let out = Command::new(binary().expect("podtap binary"))
-        .args(["replay", &pcap.to_string_lossy(), "--output", "jsonl"])
-        .output()
-        .expect("podtap replay");
-    assert!(
-        out.status.success(),
-        "podtap replay: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let replayed: Vec<AmqpRecord> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON record"))
+    let replayed: Vec<AmqpRecord> = replay(&pcap)
+        .expect("podtap replay")
+        .iter()
         .filter(|r| involves(r, &ips))
-        .map(|r| AmqpRecord::from_json(&r))
+        .map(AmqpRecord::from_json)
         .collect();
     assert_eq!(sorted(replayed), sorted(live), "replay vs live");
     drop(rabbit);

@@ -9,11 +9,12 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use podtap_tests::dns::{
-    assert_dns_calls, dig, python_repeated_query, wire_view, DigQuery, DnsExpect, Dnsmasq,
-    SilentUdp, Tcpdump, ALIAS_NAME, A_ADDR, A_NAME, WWW_ADDR, WWW_ADDR6, WWW_NAME,
+    assert_dns_calls, dig, python_repeated_query, DigQuery, DnsExpect, Dnsmasq, SilentUdp,
+    ALIAS_NAME, A_ADDR, A_NAME, WWW_ADDR, WWW_ADDR6, WWW_NAME,
 };
 use podtap_tests::podtap::replay;
 use podtap_tests::records::EndExpect;
+use podtap_tests::tcpdump::{wire_view, Tcpdump};
 use podtap_tests::{CgroupDriver, PodPair, Podtap};
 
 /// podtap runs at most this long; tests stop it with SIGINT well before.
@@ -51,7 +52,7 @@ fn a_dig_to_dnsmasq_over_udp_and_tcp_and_unanswered_live_and_replayed() {
     let dnsmasq = Dnsmasq::start(&pair.b, 0).expect("dnsmasq");
     let silent = SilentUdp::start(&pair.b, 0, SILENT_PORT).expect("silent UDP socket");
     let mut tap = Podtap::start(RUN_S, &["--udp-timeout", UDP_TIMEOUT_S]).expect("podtap run");
-    let mut capture = Tcpdump::start(&pair.b, 0, "veth0").expect("tcpdump");
+    let mut capture = Tcpdump::record(&pair.b, 0, "veth0", "").expect("tcpdump");
     let server_ip = pair.b.ip.to_string();
     let at = format!("@{server_ip}");
 

@@ -8,11 +8,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use podtap_tests::clients::curl;
-use podtap_tests::h2::{
-    assert_live_equals_replay, grpc_client, h2load, GoH2c, GrpcServer, Nghttpd, Tcpdump,
-};
+use podtap_tests::h2::{grpc_client, h2load, GoH2c, GrpcServer, Nghttpd};
 use podtap_tests::records::{assert_calls, call, EndExpect};
-use podtap_tests::{CgroupDriver, PodPair, Podtap};
+use podtap_tests::tcpdump::{assert_live_equals_replay, Tcpdump};
+use podtap_tests::{CallExpect, CgroupDriver, PodPair, Podtap};
 use serde_json::Value;
 
 /// podtap runs at most this long; tests stop it with SIGINT well before.
@@ -28,6 +27,21 @@ fn finish(tap: &mut Podtap, pair: &PodPair, n: usize) -> Vec<Value> {
     eprintln!("{}", out.summary().unwrap_or_default());
     out.assert_clean_exit();
     out.records_for(&pair.ips())
+}
+
+/// `finish`, then checks the records are exactly `expected`, all HTTP/2, and that the replay of the
+/// recording gives the same calls; returns the records.
+fn finish_http2(
+    tap: &mut Podtap,
+    dump: &mut Tcpdump,
+    pair: &PodPair,
+    expected: &[CallExpect],
+) -> Vec<Value> {
+    let records = finish(tap, pair, expected.len());
+    assert_calls(&records, expected);
+    assert_version_2(&records);
+    assert_live_equals_replay(&records, &dump.stop_and_replay().expect("replay"));
+    records
 }
 
 fn podtap() -> Podtap {
@@ -62,7 +76,7 @@ fn curl_h2(pair: &PodPair, mode: &str, urls: &[String]) -> (u32, Vec<(u16, Strin
 fn a_h2load_multiplexes_200_requests_on_2_connections() {
     let pair = PodPair::new(CgroupDriver::Systemd, CgroupDriver::Cgroupfs).expect("pods");
     let server = Nghttpd::start(&pair.b, 0, 8080).expect("nghttpd");
-    let mut dump = Tcpdump::start(&pair.b, 0, "veth0", "tcp port 8080").expect("tcpdump");
+    let mut dump = Tcpdump::start(&pair.b, 8080).expect("tcpdump");
     let mut tap = podtap();
     let result = h2load(&pair.a, 0, &server.url("/small.txt"), 200, 2, 10).expect("h2load");
     assert_eq!(
@@ -84,9 +98,7 @@ fn a_h2load_multiplexes_200_requests_on_2_connections() {
             )
         })
         .collect();
-    let records = finish(&mut tap, &pair, expected.len());
-    assert_calls(&records, &expected);
-    assert_version_2(&records);
+    let records = finish_http2(&mut tap, &mut dump, &pair, &expected);
     let ports: BTreeSet<_> = records
         .iter()
         .map(|r| r["client"]["port"].to_string())
@@ -96,7 +108,6 @@ fn a_h2load_multiplexes_200_requests_on_2_connections() {
         2,
         "h2load -c 2 opens two connections: {ports:?}"
     );
-    assert_live_equals_replay(&records, &dump.stop_and_replay().expect("replay"));
 }
 
 /// One curl per URL: curl 7.88 fails the second request of a prior-knowledge connection ("Error in the
@@ -106,7 +117,7 @@ fn a_h2load_multiplexes_200_requests_on_2_connections() {
 fn b_curl_prior_knowledge_to_nghttpd() {
     let pair = PodPair::new(CgroupDriver::Cgroupfs, CgroupDriver::Systemd).expect("pods");
     let server = Nghttpd::start(&pair.b, 0, 8081).expect("nghttpd");
-    let mut dump = Tcpdump::start(&pair.b, 0, "veth0", "tcp port 8081").expect("tcpdump");
+    let mut dump = Tcpdump::start(&pair.b, 8081).expect("tcpdump");
     let mut tap = podtap();
     let cases = [
         ("/small.txt", 200),
@@ -132,10 +143,7 @@ fn b_curl_prior_knowledge_to_nghttpd() {
             server_end.clone(),
         ));
     }
-    let records = finish(&mut tap, &pair, expected.len());
-    assert_calls(&records, &expected);
-    assert_version_2(&records);
-    assert_live_equals_replay(&records, &dump.stop_and_replay().expect("replay"));
+    finish_http2(&mut tap, &mut dump, &pair, &expected);
 }
 
 /// curl asks for `Upgrade: h2c` on its first request; the Go server answers `101 Switching Protocols`
@@ -145,7 +153,7 @@ fn b_curl_prior_knowledge_to_nghttpd() {
 fn c_curl_h2c_upgrade_to_a_go_server() {
     let pair = PodPair::new(CgroupDriver::Systemd, CgroupDriver::Systemd).expect("pods");
     let server = GoH2c::start(&pair.b, 0, 8082).expect("go h2c server");
-    let mut dump = Tcpdump::start(&pair.b, 0, "veth0", "tcp port 8082").expect("tcpdump");
+    let mut dump = Tcpdump::start(&pair.b, 8082).expect("tcpdump");
     let mut tap = podtap();
     // After the 10 MiB body (skipped, mostly by the kernel) the next streams must still be read.
     let cases = [
@@ -174,10 +182,7 @@ fn c_curl_h2c_upgrade_to_a_go_server() {
             )
         })
         .collect();
-    let records = finish(&mut tap, &pair, expected.len());
-    assert_calls(&records, &expected);
-    assert_version_2(&records);
-    assert_live_equals_replay(&records, &dump.stop_and_replay().expect("replay"));
+    finish_http2(&mut tap, &mut dump, &pair, &expected);
 }
 
 /// (method, grpc_status, messages sent by the client, messages sent by the server, status).
@@ -187,7 +192,7 @@ type GrpcExpect = (&'static str, u64, u64, u64, &'static str);
 fn d_grpc_go_client_to_grpcio_server_all_four_kinds() {
     let pair = PodPair::new(CgroupDriver::Cgroupfs, CgroupDriver::Cgroupfs).expect("pods");
     let _server = GrpcServer::start(&pair.b, 0, 50051).expect("grpcio server");
-    let mut dump = Tcpdump::start(&pair.b, 0, "veth0", "tcp port 50051").expect("tcpdump");
+    let mut dump = Tcpdump::start(&pair.b, 50051).expect("tcpdump");
     let mut tap = podtap();
     let target = format!("{}:50051", pair.b.ip);
     let run = grpc_client(&pair.a, 0, &target).expect("grpc client");

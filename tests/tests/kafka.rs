@@ -9,9 +9,8 @@
 
 use std::time::Duration;
 
-use podtap_tests::kafka::{
-    calls_of_records, calls_of_tshark, count, kafka_session, replay, Tansu, Tcpdump,
-};
+use podtap_tests::kafka::{calls_of_records, calls_of_tshark, count, kafka_session, Tansu};
+use podtap_tests::tcpdump::{replay, Tcpdump};
 use podtap_tests::{CgroupDriver, PodPair, Podtap};
 
 /// podtap runs at most this long; the test stops it with SIGINT well before.
@@ -37,7 +36,8 @@ fn session(messages: usize, size: usize, driver_a: CgroupDriver, driver_b: Cgrou
     let pair = PodPair::new(driver_a, driver_b).expect("pods");
     let broker = Tansu::start(&pair.b, 0, PORT).expect("tansu");
     let mut tap = Podtap::start(RUN_S, &[]).expect("podtap run");
-    let mut dump = Tcpdump::start(&pair.a, 0, PORT).expect("tcpdump");
+    let mut dump =
+        Tcpdump::record(&pair.a, 0, "any", &format!("tcp port {PORT}")).expect("tcpdump");
     let topic = format!("podtap-{}-{size}", std::process::id());
     let session = kafka_session(&pair.a, 0, &broker.address(), &topic, messages, size)
         .expect("kafka-python session");
@@ -45,7 +45,8 @@ fn session(messages: usize, size: usize, driver_a: CgroupDriver, driver_b: Cgrou
         serde_json::from_str(session.stdout.trim()).expect("the session's JSON line");
     let fetched = said["fetched"].as_array().map_or(0, Vec::len);
     assert_eq!(fetched, messages, "fetched back: {}", session.stdout);
-    let tcpdump_said = dump.stop().expect("tcpdump stops");
+    dump.stop().expect("tcpdump stops");
+    let tcpdump_said = dump.log.join("\n");
 
     let tshark = calls_of_tshark(&dump.file, PORT).expect("tshark");
     tap.wait_records(&pair.ips(), tshark.len(), SETTLE);

@@ -7,7 +7,7 @@ use crate::model::{CallStatus, Request, Response};
 const CLIENT: &str = "10.0.0.1:40000";
 const SERVER: &str = "10.0.0.2:80";
 
-fn addr(s: &str) -> SocketAddr {
+pub(super) fn addr(s: &str) -> SocketAddr {
     s.parse().expect("address")
 }
 
@@ -64,14 +64,15 @@ fn packet<'a>(
     })
 }
 
-struct Table {
-    table: FlowTable,
-    calls: Vec<FlowCall>,
-    skips: Vec<SkipRequest>,
+/// A flow table and what it has put out (shared with the UDP tests).
+pub(super) struct Table {
+    pub table: FlowTable,
+    pub calls: Vec<FlowCall>,
+    pub skips: Vec<SkipRequest>,
 }
 
 impl Table {
-    fn new(config: FlowConfig) -> Self {
+    pub fn new(config: FlowConfig) -> Self {
         Self {
             table: FlowTable::new(config),
             calls: Vec::new(),
@@ -79,8 +80,12 @@ impl Table {
         }
     }
 
-    fn handle(&mut self, event: &Event<'_>) {
+    pub fn handle(&mut self, event: &Event<'_>) {
         self.table.handle(event, &mut self.calls, &mut self.skips);
+    }
+
+    pub fn tick(&mut self, now: UnixNanos) {
+        self.table.tick(now, &mut self.calls, &mut self.skips);
     }
 }
 

@@ -46,6 +46,7 @@ use super::{
 use crate::model::{
     AmqpRequest, AmqpResponse, CallStatus, ParsedCall, Protocol, Request, Response, Side, UnixNanos,
 };
+use crate::protocols::pending::push_bounded;
 
 /// The well-known port of plaintext AMQP.
 pub const AMQP_PORTS: &[u16] = &[5672];
@@ -423,13 +424,7 @@ impl AmqpParser {
             calls.push(unanswered(pending, ts));
             return;
         };
-        let oldest = if state.pending.len() >= MAX_PENDING {
-            state.pending.pop_front()
-        } else {
-            None
-        };
-        state.pending.push_back(pending);
-        if let Some(oldest) = oldest {
+        if let Some(oldest) = push_bounded(&mut state.pending, pending, MAX_PENDING) {
             self.stats.pending_overflow += 1;
             calls.push(unanswered(oldest, ts));
         }
@@ -560,13 +555,12 @@ impl AmqpParser {
                     reply_code: None,
                 };
                 if let Some(state) = self.channels.get_mut(&channel) {
-                    if state.unconfirmed.len() >= MAX_UNCONFIRMED {
-                        if let Some(oldest) = state.unconfirmed.pop_front() {
-                            self.stats.pending_overflow += 1;
-                            calls.push(unanswered(oldest, ts));
-                        }
+                    if let Some(oldest) =
+                        push_bounded(&mut state.unconfirmed, pending, MAX_UNCONFIRMED)
+                    {
+                        self.stats.pending_overflow += 1;
+                        calls.push(unanswered(oldest, ts));
                     }
-                    state.unconfirmed.push_back(pending);
                     state.content[index(side)] = Some(Content {
                         call: None,
                         remaining: None,

@@ -31,6 +31,7 @@ use crate::model::{
     CallStatus, DnsRequest, DnsResponse, ParsedCall, Protocol, Request, Response, Side, Transport,
     UnixNanos,
 };
+use crate::protocols::pending::push_bounded;
 
 /// Queries waiting for a response on one connection before the oldest is dropped (counted).
 pub const MAX_PENDING: usize = 256;
@@ -271,15 +272,14 @@ impl DnsParser {
                         calls.push(unanswered(old));
                     }
                 }
-                if self.pending.len() >= MAX_PENDING {
-                    self.pending.pop_front();
-                    self.stats.pending_overflow += 1;
-                }
-                self.pending.push_back(Pending {
+                let pending = Pending {
                     id,
                     question,
                     start: ts,
-                });
+                };
+                if push_bounded(&mut self.pending, pending, MAX_PENDING).is_some() {
+                    self.stats.pending_overflow += 1;
+                }
             }
             (Side::Server, true) => {
                 let at = self.pending.iter().position(|p| {

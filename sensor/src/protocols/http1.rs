@@ -24,6 +24,7 @@ use super::{
 use crate::model::{
     CallStatus, HttpRequest, HttpResponse, ParsedCall, Protocol, Request, Response, Side, UnixNanos,
 };
+use crate::protocols::pending::push_bounded;
 
 /// Requests waiting for a response before the oldest is given up as `no_response`.
 const MAX_PENDING: usize = 64;
@@ -301,11 +302,9 @@ impl Http1Parser {
                                 request: HttpRequest { method, path, host },
                                 start: ts,
                             };
-                            if self.pending.len() >= MAX_PENDING {
-                                self.pending.pop_front();
+                            if push_bounded(&mut self.pending, pending, MAX_PENDING).is_some() {
                                 self.stats.pending_overflow += 1;
                             }
-                            self.pending.push_back(pending);
                             match body {
                                 Body::None | Body::UntilClose => {}
                                 Body::Length(len) => {

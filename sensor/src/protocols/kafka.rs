@@ -36,6 +36,7 @@ use crate::model::{
     CallStatus, KafkaRequest, KafkaResponse, ParsedCall, Protocol, Request, Response, Side,
     UnixNanos,
 };
+use crate::protocols::pending::push_bounded;
 use prefix::TopicIds;
 
 /// The broker's well-known port: the second signal of detection.
@@ -635,15 +636,14 @@ impl KafkaParser {
             });
             return Outcome::Done;
         }
-        if self.pending.len() >= MAX_PENDING {
-            self.pending.pop_front();
-            self.stats.pending_overflow += 1;
-        }
-        self.pending.push_back(Pending {
+        let pending = Pending {
             request,
             api_key: key,
             start,
-        });
+        };
+        if push_bounded(&mut self.pending, pending, MAX_PENDING).is_some() {
+            self.stats.pending_overflow += 1;
+        }
         Outcome::Done
     }
 

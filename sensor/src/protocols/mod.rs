@@ -11,6 +11,7 @@ pub mod dns;
 pub mod http1;
 pub mod http2;
 pub mod kafka;
+mod pending;
 pub mod redis;
 #[cfg(test)]
 mod testing;

@@ -1,6 +1,7 @@
 //! What the parsers' tests share: a connection that feeds a parser through the real
-//! `flow::stream::Stream` (so skips are applied exactly as the flow layer applies them), and a small
-//! deterministic random generator for the garbage tests.
+//! `flow::stream::Stream` (so skips are applied exactly as the flow layer applies them), a
+//! conversation fed whole or with one message cut in two, and a small deterministic random generator
+//! for the garbage tests.
 
 use crate::flow::stream::{Segment, Stream, StreamLimits, Target};
 use crate::model::{ParsedCall, Side, UnixNanos};
@@ -28,8 +29,15 @@ impl<P: Parser + Default> Conn<P> {
     }
 
     pub fn with_seq(seq: [u32; 2]) -> Self {
+        Self::with_parser(P::default(), seq)
+    }
+}
+
+impl<P: Parser> Conn<P> {
+    /// A connection around `parser`, whose sides start at sequence numbers `seq`.
+    pub fn with_parser(parser: P, seq: [u32; 2]) -> Self {
         Self {
-            parser: P::default(),
+            parser,
             streams: [
                 Stream::new(StreamLimits::default()),
                 Stream::new(StreamLimits::default()),
@@ -39,9 +47,7 @@ impl<P: Parser + Default> Conn<P> {
             ts: 1_000,
         }
     }
-}
 
-impl<P: Parser> Conn<P> {
     /// `payload_len` bytes of `side` of which `data` (a prefix) were captured; each segment is 1 µs
     /// after the previous one.
     pub fn segment(&mut self, side: Side, payload_len: u32, data: &[u8]) {
@@ -84,6 +90,47 @@ impl<P: Parser> Conn<P> {
     pub fn close(&mut self) {
         self.ts += 1_000;
         self.parser.close(self.ts, &mut self.calls);
+    }
+
+    /// Sends each message of a conversation in one segment, except message `i` when `cut` is
+    /// `Some((i, at))`: that one goes in two segments, cut at byte `at`.
+    pub fn play(&mut self, script: &[(Side, Vec<u8>)], cut: Option<(usize, usize)>) {
+        for (j, (side, bytes)) in script.iter().enumerate() {
+            match cut {
+                Some((i, at)) if i == j => {
+                    self.send(*side, &bytes[..at]);
+                    self.send(*side, &bytes[at..]);
+                }
+                _ => self.send(*side, bytes),
+            }
+        }
+    }
+
+    /// Up to `segments` segments (a random number of them), each from a random side and made by
+    /// `data`; one in ten comes after a few lost bytes.
+    pub fn send_random(
+        &mut self,
+        rng: &mut XorShift,
+        segments: u64,
+        mut data: impl FnMut(&mut XorShift) -> Vec<u8>,
+    ) {
+        for _ in 0..rng.below(segments) {
+            let side = if rng.below(2) == 0 {
+                Side::Client
+            } else {
+                Side::Server
+            };
+            let data = data(rng);
+            if rng.below(10) == 0 {
+                self.lose(side, rng.below(100) as u32 + 1);
+            }
+            self.send(side, &data);
+        }
+    }
+
+    /// The calls made so far, as `f` sees them.
+    pub fn take<T>(&mut self, f: impl FnMut(ParsedCall) -> T) -> Vec<T> {
+        self.calls.drain(..).map(f).collect()
     }
 
     /// Gaps both streams saw.

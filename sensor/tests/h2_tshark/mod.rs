@@ -17,48 +17,10 @@
 
 #![allow(dead_code)]
 
-use std::{
-    collections::BTreeMap,
-    io,
-    path::{Path, PathBuf},
-};
+use std::collections::BTreeMap;
 
-use podtap::{
-    app::replay,
-    export::Sink,
-    flow::FlowConfig,
-    model::{Call, CallStatus, Request, Response},
-};
-
-#[derive(Default)]
-struct Collect(Vec<Call>);
-
-impl Sink for Collect {
-    fn write(&mut self, call: &Call) -> io::Result<()> {
-        self.0.push(call.clone());
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-pub fn fixture(dir: &str, name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/corpus")
-        .join(dir)
-        .join(name)
-}
-
-/// podtap's calls for a capture, in time order.
-pub fn podtap_calls(path: &Path) -> Vec<Call> {
-    let mut sink = Collect::default();
-    replay(path, FlowConfig::default(), &mut sink).expect("replay");
-    let mut calls = sink.0;
-    calls.sort_by_key(|c| c.time);
-    calls
-}
+use crate::common::{fixture, replay_sorted, tsv_rows};
+use podtap::model::{Call, CallStatus, Request, Response};
 
 /// One HEADERS frame as tshark decoded it.
 #[derive(Clone, Debug)]
@@ -99,12 +61,10 @@ fn list(field: &str) -> Vec<&str> {
 
 /// Reads `F.tshark.tsv`; `server_port` tells the directions apart.
 pub fn tshark(dir: &str, name: &str, server_port: u16) -> Tshark {
-    let text =
-        std::fs::read_to_string(fixture(dir, &format!("{name}.tshark.tsv"))).expect("fixture");
     let mut out = Tshark::default();
-    for line in text.lines() {
-        let cols: Vec<&str> = line.split('\t').collect();
-        assert_eq!(cols.len(), 10, "{line}");
+    for row in tsv_rows(dir, &format!("{name}.tshark.tsv")) {
+        let cols: Vec<&str> = row.iter().map(String::as_str).collect();
+        assert_eq!(cols.len(), 10, "{row:?}");
         let frame: u32 = cols[0].parse().expect("frame number");
         let from_server = cols[1].parse::<u16>().expect("port") == server_port;
         let streams = list(cols[3]);
@@ -113,14 +73,14 @@ pub fn tshark(dir: &str, name: &str, server_port: u16) -> Tshark {
         let counts = list(cols[6]);
         let names = list(cols[7]);
         let values = list(cols[8]);
-        assert_eq!(names.len(), values.len(), "{line}");
+        assert_eq!(names.len(), values.len(), "{row:?}");
         assert_eq!(
             counts
                 .iter()
                 .map(|c| c.parse::<usize>().expect("count"))
                 .sum::<usize>(),
             names.len(),
-            "{line}"
+            "{row:?}"
         );
         let mut counts = counts.iter();
         let mut at = 0;
@@ -300,7 +260,7 @@ pub fn messages(calls: &[Call]) -> (u64, u64) {
 pub fn check(dir: &str, file: &str, server_port: u16) -> (Tshark, Vec<Call>) {
     let name = file.rsplit_once('.').map_or(file, |(n, _)| n);
     let t = tshark(dir, name, server_port);
-    let calls = podtap_calls(&fixture(dir, file));
+    let (calls, _) = replay_sorted(&fixture(dir, file));
     assert_eq!(ours(&calls), expected(&t), "{file}: calls\n{calls:#?}");
     assert_eq!(
         messages(&calls),

@@ -5,6 +5,7 @@ use simple_dns::{
     rdata::RData, Name, Packet as DnsPacket, Question, ResourceRecord, CLASS, QCLASS, QTYPE, TYPE,
 };
 
+use super::super::tests::{addr, Table};
 use super::super::*;
 use crate::capture::TcpFlags;
 use crate::model::{CallStatus, Request, Response};
@@ -13,10 +14,6 @@ const CLIENT: &str = "10.0.0.1:40000";
 const OTHER_CLIENT: &str = "10.0.0.3:41000";
 const SERVER: &str = "10.0.0.2:53";
 const SECOND: u64 = 1_000_000_000;
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().expect("address")
-}
 
 fn query(id: u16, name: &str) -> Vec<u8> {
     let mut packet = DnsPacket::new_query(id);
@@ -71,30 +68,6 @@ fn datagram<'a>(
         flags: TcpFlags::default(),
         ts,
     })
-}
-
-struct Table {
-    table: FlowTable,
-    calls: Vec<FlowCall>,
-    skips: Vec<SkipRequest>,
-}
-
-impl Table {
-    fn new(config: FlowConfig) -> Self {
-        Self {
-            table: FlowTable::new(config),
-            calls: Vec::new(),
-            skips: Vec::new(),
-        }
-    }
-
-    fn handle(&mut self, event: &Event<'_>) {
-        self.table.handle(event, &mut self.calls, &mut self.skips);
-    }
-
-    fn tick(&mut self, now: UnixNanos) {
-        self.table.tick(now, &mut self.calls, &mut self.skips);
-    }
 }
 
 /// (name, answers, status) of a DNS call.

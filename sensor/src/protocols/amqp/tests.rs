@@ -9,8 +9,8 @@ use amq_protocol::protocol::{
 use amq_protocol::types::{FieldTable, LongString};
 
 use super::*;
-use crate::flow::stream::{Segment, Stream, StreamLimits, Target};
 use crate::model::Transport;
+use crate::protocols::testing::{self, XorShift};
 
 // --- Frames ----------------------------------------------------------------------------------
 
@@ -405,74 +405,12 @@ const QUEUE_DECLARE_Q: &[u8] = &[
 
 // --- Driving a connection --------------------------------------------------------------------
 
-fn index(side: Side) -> usize {
-    match side {
-        Side::Client => 0,
-        Side::Server => 1,
-    }
-}
+/// One connection through the real `Stream`s (see `protocols::testing`).
+type Conn = testing::Conn<AmqpParser>;
 
-/// One connection: the parser, one `Stream` per side, and the next sequence number of each side.
-struct Conn {
-    parser: AmqpParser,
-    streams: [Stream; 2],
-    seq: [u32; 2],
-    calls: Vec<ParsedCall>,
-    ts: UnixNanos,
-}
-
-impl Conn {
-    fn new() -> Self {
-        Self {
-            parser: AmqpParser::new(),
-            streams: [
-                Stream::new(StreamLimits::default()),
-                Stream::new(StreamLimits::default()),
-            ],
-            seq: [u32::MAX - 50, 7],
-            calls: Vec::new(),
-            ts: 1_000,
-        }
-    }
-
-    /// `payload_len` bytes of `side` of which `data` (a prefix) were captured.
-    fn segment(&mut self, side: Side, payload_len: u32, data: &[u8]) {
-        self.ts += 1_000;
-        let i = index(side);
-        let segment = Segment {
-            seq: self.seq[i],
-            payload_len,
-            skipped: 0,
-            data,
-            ts: self.ts,
-        };
-        self.seq[i] = self.seq[i].wrapping_add(payload_len);
-        let mut target = Target {
-            parser: Some(&mut self.parser),
-            side,
-            calls: &mut self.calls,
-        };
-        self.streams[i].segment(&segment, &mut target);
-    }
-
-    fn send(&mut self, side: Side, data: &[u8]) {
-        let len = u32::try_from(data.len()).expect("test segment fits u32");
-        self.segment(side, len, data);
-    }
-
-    /// `len` bytes of `side` went by without being captured.
-    fn lose(&mut self, side: Side, len: u32) {
-        self.segment(side, len, &[]);
-    }
-
-    fn close(&mut self) {
-        self.ts += 1_000;
-        self.parser.close(self.ts, &mut self.calls);
-    }
-
-    fn take(&mut self) -> Vec<Summary> {
-        self.calls.drain(..).map(summary).collect()
-    }
+/// A connection whose client sequence numbers wrap around soon.
+fn conn() -> Conn {
+    Conn::with_seq([u32::MAX - 50, 7])
 }
 
 /// The parts of a record the cases assert on.
@@ -695,7 +633,7 @@ fn expected_conversation() -> Vec<Summary> {
 
 /// Plays `script` in order; message `split` (if any) is cut into pieces at `cuts`.
 fn play(script: &[(Side, Vec<u8>)], split: Option<(usize, &[usize])>) -> Vec<Summary> {
-    let mut c = Conn::new();
+    let mut c = conn();
     for (i, (side, data)) in script.iter().enumerate() {
         match split {
             Some((at, cuts)) if at == i => {
@@ -711,7 +649,7 @@ fn play(script: &[(Side, Vec<u8>)], split: Option<(usize, &[usize])>) -> Vec<Sum
     c.close();
     assert!(c.streams.iter().all(|s| s.stats.gaps == 0));
     assert_eq!(c.parser.stats(), ParserStats::default());
-    c.take()
+    c.take(summary)
 }
 
 // --- Cases -----------------------------------------------------------------------------------
@@ -739,14 +677,14 @@ fn conversation_with_each_message_split_at_every_offset() {
 #[test]
 fn conversation_one_byte_at_a_time() {
     let script = conversation();
-    let mut c = Conn::new();
+    let mut c = conn();
     for (side, data) in &script {
         for byte in data.chunks(1) {
             c.send(*side, byte);
         }
     }
     c.close();
-    assert_eq!(c.take(), expected_conversation());
+    assert_eq!(c.take(summary), expected_conversation());
 }
 
 #[test]
@@ -760,7 +698,7 @@ fn hand_written_queue_declare_matches_the_generator() {
 
 #[test]
 fn a_body_the_kernel_did_not_copy_is_skipped_not_a_gap() {
-    let mut c = Conn::new();
+    let mut c = conn();
     for (side, data) in handshake() {
         c.send(side, &data);
     }
@@ -800,12 +738,12 @@ fn a_body_the_kernel_did_not_copy_is_skipped_not_a_gap() {
             .tag(9),
         rec("basic.ack", 1, None, Fine).tag(9),
     ]);
-    assert_eq!(c.take(), expected);
+    assert_eq!(c.take(summary), expected);
 }
 
 #[test]
 fn unanswered_requests_are_no_response_at_close() {
-    let mut c = Conn::new();
+    let mut c = conn();
     for (side, data) in handshake() {
         c.send(side, &data);
     }
@@ -823,14 +761,14 @@ fn unanswered_requests_are_no_response_at_close() {
             .routing_key("rk")
             .tag(1),
     ]);
-    assert_eq!(c.take(), expected);
+    assert_eq!(c.take(summary), expected);
 }
 
 #[test]
 fn server_closes_a_channel_on_its_own() {
     // A publish to a missing exchange fails asynchronously: the close answers nothing and waits for its
     // close-ok, which acknowledges its reply code.
-    let mut c = Conn::new();
+    let mut c = conn();
     for (side, data) in handshake() {
         c.send(side, &data);
     }
@@ -848,12 +786,12 @@ fn server_closes_a_channel_on_its_own() {
         rec("channel.close", 1, Some("channel.close-ok"), Error).code(404),
         rec("connection.close", 0, None, Error),
     ]);
-    assert_eq!(c.take(), expected);
+    assert_eq!(c.take(summary), expected);
 }
 
 #[test]
 fn a_refused_connection_open_is_answered_by_connection_close() {
-    let mut c = Conn::new();
+    let mut c = conn();
     for (side, data) in handshake().into_iter().take(6) {
         c.send(side, &data);
     }
@@ -862,12 +800,12 @@ fn a_refused_connection_open_is_answered_by_connection_close() {
     let mut expected = handshake_records();
     expected.truncate(2);
     expected.push(rec("connection.open", 0, Some("connection.close"), Error).code(530));
-    assert_eq!(c.take(), expected);
+    assert_eq!(c.take(summary), expected);
 }
 
 #[test]
 fn gap_inside_a_method_resynchronises_on_the_next_method() {
-    let mut c = Conn::new();
+    let mut c = conn();
     for (side, data) in handshake() {
         c.send(side, &data);
     }
@@ -881,13 +819,13 @@ fn gap_inside_a_method_resynchronises_on_the_next_method() {
     c.close();
     let mut expected = handshake_records();
     expected.push(rec("basic.get", 1, Some("basic.get-empty"), Fine).queue("jobs"));
-    assert_eq!(c.take(), expected);
+    assert_eq!(c.take(summary), expected);
     assert_eq!(c.streams[1].stats.gaps, 1);
 }
 
 #[test]
 fn gap_inside_content_reports_the_method_and_resynchronises() {
-    let mut c = Conn::new();
+    let mut c = conn();
     for (side, data) in handshake() {
         c.send(side, &data);
     }
@@ -907,12 +845,12 @@ fn gap_inside_content_reports_the_method_and_resynchronises() {
             .tag(5),
         rec("basic.ack", 1, None, Fine).tag(5),
     ]);
-    assert_eq!(c.take(), expected);
+    assert_eq!(c.take(summary), expected);
 }
 
 #[test]
 fn garbage_is_malformed_and_passed_over() {
-    let mut c = Conn::new();
+    let mut c = conn();
     for (side, data) in handshake() {
         c.send(side, &data);
     }
@@ -923,35 +861,35 @@ fn garbage_is_malformed_and_passed_over() {
     c.close();
     let mut expected = handshake_records();
     expected.push(rec("queue.declare", 1, Some("queue.declare-ok"), Fine).queue("jobs"));
-    assert_eq!(c.take(), expected);
+    assert_eq!(c.take(summary), expected);
     assert_eq!(c.parser.stats().malformed, 2);
 }
 
 #[test]
 fn pending_requests_per_channel_are_bounded() {
-    let mut c = Conn::new();
+    let mut c = conn();
     for (side, data) in handshake() {
         c.send(side, &data);
     }
     for _ in 0..MAX_PENDING + 4 {
         c.send(C, &queue_declare(1, "jobs", false));
     }
-    let calls = c.take();
+    let calls = c.take(summary);
     assert_eq!(calls.len(), handshake_records().len() + 4);
     assert!(calls[4..].iter().all(|r| r.status == NoResponse));
     assert_eq!(c.parser.stats().pending_overflow, 4);
     c.close();
-    assert_eq!(c.take().len(), MAX_PENDING);
+    assert_eq!(c.take(summary).len(), MAX_PENDING);
 }
 
 #[test]
 fn joined_mid_stream_answers_are_reported_alone() {
-    let mut c = Conn::new();
+    let mut c = conn();
     c.send(S, &queue_declare_ok(1, "jobs"));
     c.send(S, &deliver(1, 3, b"m"));
     c.close();
     assert_eq!(
-        c.take(),
+        c.take(summary),
         vec![
             rec("queue.declare-ok", 1, None, Fine),
             rec("basic.deliver", 1, None, Fine)
@@ -960,22 +898,6 @@ fn joined_mid_stream_answers_are_reported_alone() {
                 .tag(3),
         ]
     );
-}
-
-/// A small deterministic generator, so failures reproduce.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 #[test]
@@ -994,9 +916,8 @@ fn random_frames_and_bytes_never_panic() {
         .collect();
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     for _ in 0..1_000 {
-        let mut c = Conn::new();
-        for _ in 0..rng.below(24) {
-            let side = if rng.below(2) == 0 { C } else { S };
+        let mut c = conn();
+        c.send_random(&mut rng, 24, |rng| {
             let mut data = Vec::new();
             for _ in 0..rng.below(5) {
                 let piece = &pieces[rng.below(pieces.len() as u64) as usize];
@@ -1006,13 +927,10 @@ fn random_frames_and_bytes_never_panic() {
                     _ => data.extend(piece),
                 }
             }
-            if rng.below(10) == 0 {
-                c.lose(side, rng.below(100) as u32 + 1);
-            }
-            c.send(side, &data);
-        }
+            data
+        });
         c.close();
-        for call in c.take() {
+        for call in c.take(summary) {
             assert!(!call.method.is_empty());
         }
     }

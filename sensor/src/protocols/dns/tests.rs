@@ -8,6 +8,7 @@ use simple_dns::{
 };
 
 use super::*;
+use crate::protocols::testing::XorShift;
 
 /// `id 0x1234, RD, 1 question: example.test A IN` (30 bytes).
 const QUERY: &[u8] = &[
@@ -714,16 +715,9 @@ fn garbage_never_panics() {
             }
         }
     }
-    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
     for len in 0..300 {
-        let bytes = (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 24) as u8
-            })
-            .collect();
+        let bytes = (0..len).map(|_| (rng.next() >> 24) as u8).collect();
         inputs.push(bytes);
     }
     let mut u = udp();

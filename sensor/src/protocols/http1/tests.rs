@@ -6,12 +6,6 @@ use crate::protocols::testing::{self, XorShift};
 
 type Conn = testing::Conn<Http1Parser>;
 
-impl Conn {
-    fn take(&mut self) -> Vec<Summary> {
-        self.calls.drain(..).map(summary).collect()
-    }
-}
-
 /// The parts of a call the cases assert on.
 #[derive(Debug, PartialEq, Eq)]
 struct Summary {
@@ -75,7 +69,7 @@ fn keep_alive_requests_then_responses() {
     c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     c.close();
     assert_eq!(
-        c.take(),
+        c.take(summary),
         vec![
             ok("GET", "/a", Some("h"), 200),
             ok("GET", "/b", Some("h"), 404),
@@ -109,7 +103,7 @@ fn pipelining_three_requests_three_responses_in_one_buffer_each() {
           HTTP/1.1 202 Accepted\r\nContent-Length: 5\r\n\r\nthree",
     );
     assert_eq!(
-        c.take(),
+        c.take(summary),
         vec![
             ok("GET", "/1", Some("h"), 200),
             ok("GET", "/2", Some("h"), 201),
@@ -129,7 +123,7 @@ fn content_length_bodies_on_requests_and_responses() {
     c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n!");
     c.close();
     assert_eq!(
-        c.take(),
+        c.take(summary),
         vec![
             ok("POST", "/form", Some("h"), 200),
             ok("PUT", "/x", Some("h"), 200),
@@ -148,9 +142,9 @@ fn chunked_response_with_extensions_and_trailers() {
     );
     assert!(c.calls.is_empty(), "not complete before the last chunk");
     c.server(b"0;last\r\nX-Checksum: abc\r\nX-Other: d\r\n\r\n");
-    assert_eq!(c.take(), vec![ok("GET", "/chunks", Some("h"), 200)]);
+    assert_eq!(c.take(summary), vec![ok("GET", "/chunks", Some("h"), 200)]);
     c.server(b"HTTP/1.1 204 No Content\r\n\r\n");
-    assert_eq!(c.take(), vec![ok("GET", "/after", Some("h"), 204)]);
+    assert_eq!(c.take(summary), vec![ok("GET", "/after", Some("h"), 204)]);
 }
 
 #[test]
@@ -165,7 +159,7 @@ fn chunked_request_body() {
         b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
     );
     assert_eq!(
-        c.take(),
+        c.take(summary),
         vec![
             ok("POST", "/up", Some("h"), 200),
             ok("GET", "/next", None, 200)
@@ -184,7 +178,7 @@ fn expect_100_continue_is_one_call() {
     c.client(b"data");
     c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     c.close();
-    assert_eq!(c.take(), vec![ok("POST", "/upload", Some("h"), 200)]);
+    assert_eq!(c.take(summary), vec![ok("POST", "/upload", Some("h"), 200)]);
 }
 
 #[test]
@@ -192,10 +186,10 @@ fn head_response_has_no_body_despite_content_length() {
     let mut c = Conn::new();
     c.client(b"HEAD /big HTTP/1.1\r\nHost: h\r\n\r\nGET /small HTTP/1.1\r\nHost: h\r\n\r\n");
     c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
-    assert_eq!(c.take(), vec![ok("HEAD", "/big", Some("h"), 200)]);
+    assert_eq!(c.take(summary), vec![ok("HEAD", "/big", Some("h"), 200)]);
     assert_eq!(c.streams[1].pending_skip(), 0);
     c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx");
-    assert_eq!(c.take(), vec![ok("GET", "/small", Some("h"), 200)]);
+    assert_eq!(c.take(summary), vec![ok("GET", "/small", Some("h"), 200)]);
 }
 
 #[test]
@@ -207,7 +201,7 @@ fn no_body_for_204_and_304() {
     c.server(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1234\r\n\r\n");
     c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     assert_eq!(
-        c.take(),
+        c.take(summary),
         vec![
             ok("DELETE", "/a", None, 204),
             ok("GET", "/b", None, 304),
@@ -243,7 +237,7 @@ fn switching_protocols_is_one_call_then_nothing() {
     c.client(b"GET /not-http HTTP/1.1\r\n\r\n");
     c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     c.close();
-    assert_eq!(c.take(), vec![ok("GET", "/ws", Some("h"), 101)]);
+    assert_eq!(c.take(summary), vec![ok("GET", "/ws", Some("h"), 101)]);
 }
 
 #[test]
@@ -254,7 +248,7 @@ fn connect_tunnel_is_one_call_then_nothing() {
     c.client(b"\x16\x03\x01\x02\x00GET / HTTP/1.1\r\n\r\n");
     c.close();
     assert_eq!(
-        c.take(),
+        c.take(summary),
         vec![ok(
             "CONNECT",
             "example.com:443",
@@ -270,7 +264,7 @@ fn request_without_response_is_no_response_at_close() {
     c.client(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n");
     c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     c.client(b"GET /lost HTTP/1.1\r\nHost: h\r\n\r\n");
-    assert_eq!(c.take(), vec![ok("GET", "/a", Some("h"), 200)]);
+    assert_eq!(c.take(summary), vec![ok("GET", "/a", Some("h"), 200)]);
     c.close();
     let calls = std::mem::take(&mut c.calls);
     assert_eq!(calls.len(), 1);
@@ -288,7 +282,7 @@ fn server_errors_are_error_client_errors_are_ok() {
     c.server(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
     c.server(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 3\r\n\r\nbad");
     c.server(b"HTTP/1.1 499 Client Closed\r\nContent-Length: 0\r\n\r\n");
-    let calls = c.take();
+    let calls = c.take(summary);
     assert_eq!(
         calls.iter().map(|s| s.outcome).collect::<Vec<_>>(),
         vec![CallStatus::Error, CallStatus::Error, CallStatus::Ok]
@@ -306,7 +300,7 @@ fn absolute_form_target_gives_path_and_host() {
         c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     }
     assert_eq!(
-        c.take(),
+        c.take(summary),
         vec![
             ok("GET", "/p", Some("host"), 200),
             ok("GET", "/", Some("target.example:8080"), 200),
@@ -325,7 +319,7 @@ fn query_and_fragment_are_dropped_from_path() {
         c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     }
     assert_eq!(
-        c.take(),
+        c.take(summary),
         vec![
             ok("GET", "/search", Some("h"), 200),
             ok("GET", "/page", Some("h"), 200),
@@ -341,7 +335,7 @@ fn http_1_0_version() {
     c.server(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi");
     assert_eq!(c.calls.len(), 1);
     assert_eq!(c.calls[0].version, Some("1.0"));
-    assert_eq!(c.take(), vec![ok("GET", "/old", Some("h"), 200)]);
+    assert_eq!(c.take(summary), vec![ok("GET", "/old", Some("h"), 200)]);
 }
 
 #[test]
@@ -357,7 +351,7 @@ fn gap_inside_response_head_resynchronises() {
     c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc");
     c.close();
     assert_eq!(
-        c.take(),
+        c.take(summary),
         vec![
             unanswered("GET", "/1", Some("h")),
             ok("GET", "/2", Some("h"), 404),
@@ -378,7 +372,7 @@ fn gap_inside_response_body_keeps_the_seen_status() {
     c.server(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
     c.close();
     assert_eq!(
-        c.take(),
+        c.take(summary),
         vec![ok("GET", "/1", None, 200), ok("GET", "/2", None, 201)]
     );
 }
@@ -395,7 +389,7 @@ fn gap_on_client_side_resynchronises() {
     c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     c.server(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
     c.close();
-    let calls = c.take();
+    let calls = c.take(summary);
     assert_eq!(calls[0], ok("GET", "/1", None, 200));
     assert_eq!(
         calls.last(),
@@ -412,7 +406,7 @@ fn garbage_before_a_response_is_passed_over() {
     c.client(b"GET /2 HTTP/1.1\r\n\r\n");
     c.server(b"\x00\x01 junk\r\nHTTP/1.1 302 Found\r\nContent-Length: 0\r\n\r\n");
     c.close();
-    let calls = c.take();
+    let calls = c.take(summary);
     assert_eq!(calls[0], ok("GET", "/1", None, 200));
     assert_eq!(calls[1], ok("GET", "/2", None, 302));
     assert!(c.parser.stats().malformed >= 1);
@@ -438,12 +432,7 @@ fn random_bytes_never_panic() {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     for _ in 0..2_000 {
         let mut c = Conn::new();
-        for _ in 0..rng.below(20) {
-            let side = if rng.below(2) == 0 {
-                Side::Client
-            } else {
-                Side::Server
-            };
+        c.send_random(&mut rng, 20, |rng| {
             let mut data = Vec::new();
             for _ in 0..rng.below(6) {
                 if rng.below(3) == 0 {
@@ -453,11 +442,8 @@ fn random_bytes_never_panic() {
                     data.extend_from_slice(pieces[rng.below(pieces.len() as u64) as usize]);
                 }
             }
-            if rng.below(10) == 0 {
-                c.lose(side, rng.below(100) as u32 + 1);
-            }
-            c.send(side, &data);
-        }
+            data
+        });
         c.close();
         for call in &c.calls {
             assert!(call.end >= call.start);
@@ -522,7 +508,7 @@ fn deliver(client_cuts: &[usize], server_cuts: &[usize]) -> Vec<Summary> {
     }
     c.close();
     assert!(c.streams.iter().all(|s| s.stats.gaps == 0));
-    c.take()
+    c.take(summary)
 }
 
 fn expected_conversation() -> Vec<Summary> {
@@ -581,7 +567,7 @@ fn conversation_interleaved_exchange_by_exchange() {
     c.client(requests[4]);
     c.server(responses[5]);
     c.close();
-    assert_eq!(c.take(), expected_conversation());
+    assert_eq!(c.take(summary), expected_conversation());
 }
 
 /// Cuts `data` before every occurrence of one of `markers` (none occurs inside a body here).
@@ -601,11 +587,11 @@ fn split_before<'a>(data: &'a [u8], markers: &[&[u8]]) -> Vec<&'a [u8]> {
 mod h2c {
     //! `Upgrade: h2c`: the connection goes on as HTTP/2, the upgrade request is stream 1.
 
+    use super::Conn;
     use crate::model::{CallStatus, Request, Response};
-    use crate::protocols::http1::Http1Parser;
     use crate::protocols::http2::frame::PREFACE;
     use crate::protocols::http2::tests::{
-        data, http, settings, settings_ack, Conn, Encoder, Outcome,
+        data, http, outcome, settings, settings_ack, Encoder, Outcome,
     };
 
     const UPGRADE: &[u8] = b"GET /first?q=1 HTTP/1.1\r\nHost: h2:8080\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n";
@@ -615,7 +601,7 @@ mod h2c {
     fn conversation(split: Option<usize>) -> Vec<Outcome> {
         let mut c = Encoder::new();
         let mut s = Encoder::new();
-        let mut conn = Conn::new(Http1Parser::new());
+        let mut conn = Conn::new();
         conn.client(UPGRADE);
         let server = [
             SWITCHING,
@@ -650,7 +636,7 @@ mod h2c {
         conn.client(&client);
         conn.server(&[settings_ack(), s.headers(3, true, &[(":status", "404")])].concat());
         conn.close();
-        conn.take()
+        conn.take(outcome)
     }
 
     #[test]
@@ -669,7 +655,7 @@ mod h2c {
     fn preface_before_the_101_and_a_refused_upgrade() {
         // The client's preface is fed before the server's 101 (capture order across sockets).
         let mut s = Encoder::new();
-        let mut conn = Conn::new(Http1Parser::new());
+        let mut conn = Conn::new();
         conn.client(UPGRADE);
         conn.client(&PREFACE[..5]);
         conn.client(&[&PREFACE[5..], &settings(&[])[..]].concat());
@@ -683,12 +669,12 @@ mod h2c {
         );
         conn.close();
         assert_eq!(
-            conn.take(),
+            conn.take(outcome),
             vec![http("GET", "/first", Some("h2:8080"), Some(204))]
         );
 
         // A server that ignores the upgrade answers in HTTP/1.1.
-        let mut conn = Conn::new(Http1Parser::new());
+        let mut conn = Conn::new();
         conn.client(UPGRADE);
         conn.server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi");
         conn.close();

@@ -2,8 +2,8 @@
 //! are applied as the flow layer applies them), with frames and header blocks built here.
 
 use super::*;
-use crate::flow::stream::{Segment, Stream, StreamLimits, Target};
 use crate::model::{CallStatus, GrpcRequest, GrpcResponse, HttpResponse, Request, Response};
+use crate::protocols::testing;
 use frame::{
     CONTINUATION, DATA, FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM, FLAG_PADDED, FLAG_PRIORITY,
     GOAWAY, HEADERS, PING, PRIORITY, RST_STREAM, SETTINGS, WINDOW_UPDATE,
@@ -118,82 +118,8 @@ fn grpc_request(path: &str) -> Vec<(&'static str, String)> {
 // ---------------------------------------------------------------------------------------------
 // Driving a parser
 
-fn index(side: Side) -> usize {
-    match side {
-        Side::Client => 0,
-        Side::Server => 1,
-    }
-}
-
-/// One connection: a parser, one `Stream` per side, the next sequence number of each side.
-pub struct Conn<P: Parser> {
-    pub parser: P,
-    streams: [Stream; 2],
-    seq: [u32; 2],
-    pub calls: Vec<ParsedCall>,
-    ts: UnixNanos,
-}
-
-impl<P: Parser> Conn<P> {
-    pub fn new(parser: P) -> Self {
-        Self {
-            parser,
-            streams: [
-                Stream::new(StreamLimits::default()),
-                Stream::new(StreamLimits::default()),
-            ],
-            seq: [1000, 5_000_000],
-            calls: Vec::new(),
-            ts: 1_000,
-        }
-    }
-
-    /// `payload_len` bytes of `side` of which `data` (a prefix) were captured.
-    pub fn segment(&mut self, side: Side, payload_len: u32, data: &[u8]) {
-        self.ts += 1_000;
-        let i = index(side);
-        let segment = Segment {
-            seq: self.seq[i],
-            payload_len,
-            skipped: 0,
-            data,
-            ts: self.ts,
-        };
-        self.seq[i] = self.seq[i].wrapping_add(payload_len);
-        let mut target = Target {
-            parser: Some(&mut self.parser),
-            side,
-            calls: &mut self.calls,
-        };
-        self.streams[i].segment(&segment, &mut target);
-    }
-
-    pub fn send(&mut self, side: Side, data: &[u8]) {
-        self.segment(side, data.len() as u32, data);
-    }
-
-    pub fn client(&mut self, data: &[u8]) {
-        self.send(Side::Client, data);
-    }
-
-    pub fn server(&mut self, data: &[u8]) {
-        self.send(Side::Server, data);
-    }
-
-    /// `len` bytes of `side` went by without being captured.
-    pub fn lose(&mut self, side: Side, len: u32) {
-        self.segment(side, len, &[]);
-    }
-
-    pub fn close(&mut self) {
-        self.ts += 1_000;
-        self.parser.close(self.ts, &mut self.calls);
-    }
-
-    pub fn take(&mut self) -> Vec<Outcome> {
-        self.calls.drain(..).map(outcome).collect()
-    }
-}
+/// One connection through the real `Stream`s (see `protocols::testing`).
+pub type Conn = testing::Conn<Http2Parser>;
 
 /// What the cases assert on.
 #[derive(Clone, Debug, PartialEq)]
@@ -204,7 +130,7 @@ pub struct Outcome {
     pub status: CallStatus,
 }
 
-fn outcome(call: ParsedCall) -> Outcome {
+pub fn outcome(call: ParsedCall) -> Outcome {
     assert_eq!(call.version, Some("2"));
     assert!(call.end >= call.start, "{call:?}");
     Outcome {
@@ -265,14 +191,14 @@ fn grpc(
 type Script = Vec<(Side, Vec<u8>)>;
 
 fn run(script: &Script, chunk: usize) -> Vec<Outcome> {
-    let mut conn = Conn::new(Http2Parser::new());
+    let mut conn = Conn::new();
     for (side, bytes) in script {
         for piece in bytes.chunks(chunk.max(1)) {
             conn.send(*side, piece);
         }
     }
     conn.close();
-    conn.take()
+    conn.take(outcome)
 }
 
 /// Runs `script` whole, in segments of every size from 1 to 64, and with each message split at every
@@ -288,17 +214,10 @@ fn check(script: &Script, expected: &[Outcome]) {
         let cuts =
             (1..bytes.len()).filter(|&cut| cut % step == 0 || cut < 64 || cut + 64 > bytes.len());
         for cut in cuts {
-            let mut conn = Conn::new(Http2Parser::new());
-            for (j, (side, b)) in script.iter().enumerate() {
-                if i == j {
-                    conn.send(*side, &b[..cut]);
-                    conn.send(*side, &b[cut..]);
-                } else {
-                    conn.send(*side, b);
-                }
-            }
+            let mut conn = Conn::new();
+            conn.play(script, Some((i, cut)));
             conn.close();
-            assert_eq!(conn.take(), expected, "message {i} cut at {cut}");
+            assert_eq!(conn.take(outcome), expected, "message {i} cut at {cut}");
         }
     }
 }
@@ -769,7 +688,7 @@ fn grpc_answer_from_a_proxy_without_grpc_status() {
 fn lost_bytes_inside_a_frame_keep_the_frame_boundaries() {
     let mut c = Encoder::new();
     let mut s = Encoder::new();
-    let mut conn = Conn::new(Http2Parser::new());
+    let mut conn = Conn::new();
     conn.client(&preface_and_settings());
     conn.client(&c.headers(1, true, &fields(&get("/a"))));
     conn.client(&c.headers(3, false, GRPC_REQUEST));
@@ -782,7 +701,7 @@ fn lost_bytes_inside_a_frame_keep_the_frame_boundaries() {
     conn.lose(Side::Server, 3000);
     conn.server(&body[4000..]);
     assert_eq!(
-        conn.take(),
+        conn.take(outcome),
         vec![http("GET", "/a", Some("api:8080"), Some(200))]
     );
     let request = data(3, true, &[message(10), message(10)].concat());
@@ -793,7 +712,7 @@ fn lost_bytes_inside_a_frame_keep_the_frame_boundaries() {
     conn.server(&s.headers(3, true, &[("grpc-status", "0")]));
     // Counting stopped at the lost bytes: the first message's end was not seen.
     assert_eq!(
-        conn.take(),
+        conn.take(outcome),
         vec![grpc(
             "/demo.Echo/Say",
             0,
@@ -808,7 +727,7 @@ fn lost_bytes_inside_a_frame_keep_the_frame_boundaries() {
 fn lost_frame_boundaries_resynchronise() {
     let mut c = Encoder::new();
     let mut s = Encoder::new();
-    let mut conn = Conn::new(Http2Parser::new());
+    let mut conn = Conn::new();
     conn.client(&preface_and_settings());
     conn.client(&c.headers(1, false, GRPC_REQUEST));
     conn.client(&data(1, true, &message(3)));
@@ -824,7 +743,7 @@ fn lost_frame_boundaries_resynchronise() {
     let mut fresh = Encoder::new();
     conn.server(&fresh.headers(1, true, &[("grpc-status", "0")]));
     assert_eq!(
-        conn.take(),
+        conn.take(outcome),
         vec![grpc(
             "/demo.Echo/Say",
             1,
@@ -839,7 +758,7 @@ fn lost_frame_boundaries_resynchronise() {
     let mut s2 = Encoder::new();
     conn.server(&s2.headers(3, true, &[(":status", "200")]));
     assert_eq!(
-        conn.take(),
+        conn.take(outcome),
         vec![http("GET", "/after", Some("api:8080"), Some(200))]
     );
 }
@@ -855,7 +774,7 @@ fn literal_indexed_name(index: u8, value: &str) -> Vec<u8> {
 fn joined_mid_connection_keeps_what_decodes() {
     // The sender's table holds `:path: /hidden` (62) and `:authority: api` (63) from blocks sent
     // before podtap joined. The block seen refers to both, with `:method` from the static table.
-    let mut conn = Conn::new(Http2Parser::new());
+    let mut conn = Conn::new();
     let block = [0x82, 0x80 | 62, 0x80 | 63, 0x86];
     let request = frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 7, &block);
     // Joined: the first bytes of the client are this frame, no preface.
@@ -864,7 +783,7 @@ fn joined_mid_connection_keeps_what_decodes() {
     let response = [literal_indexed_name(8, "202"), vec![0x80 | 70]].concat();
     conn.server(&frame(HEADERS, FLAG_END_HEADERS, 7, &response));
     conn.server(&data(7, true, b"ok"));
-    assert_eq!(conn.take(), vec![http("GET", "", None, Some(202))]);
+    assert_eq!(conn.take(outcome), vec![http("GET", "", None, Some(202))]);
     // The client indexes a new `:path`: its 62 is known from here on (its 64 still is not). Each
     // direction has its own table: the server's 62 is the `:status: 202` it indexed.
     let block = [
@@ -898,7 +817,7 @@ fn joined_mid_connection_keeps_what_decodes() {
         &[0x88],
     ));
     assert_eq!(
-        conn.take(),
+        conn.take(outcome),
         vec![
             http("GET", "/known", None, Some(202)),
             http("GET", "/known", None, Some(200)),
@@ -910,14 +829,14 @@ fn joined_mid_connection_keeps_what_decodes() {
 fn joined_mid_frame_waits_for_a_frame_boundary() {
     let mut c = Encoder::new();
     let mut s = Encoder::new();
-    let mut conn = Conn::new(Http2Parser::new());
+    let mut conn = Conn::new();
     // The server side starts inside a DATA payload; the client side at a frame.
     conn.server(&[0x42; 300]);
     conn.server(&[data(1, true, &[0; 20]), settings(&[])].concat());
     conn.client(&c.headers(3, true, &fields(&get("/x"))));
     conn.server(&s.headers(3, true, &[(":status", "200")]));
     assert_eq!(
-        conn.take(),
+        conn.take(outcome),
         vec![http("GET", "/x", Some("api:8080"), Some(200))]
     );
 }
@@ -925,7 +844,7 @@ fn joined_mid_frame_waits_for_a_frame_boundary() {
 #[test]
 fn too_many_streams_evict_the_oldest() {
     let mut c = Encoder::new();
-    let mut conn = Conn::new(Http2Parser::new());
+    let mut conn = Conn::new();
     conn.client(&preface_and_settings());
     let extra = 10u32;
     for i in 0..(MAX_STREAMS as u32 + extra) {
@@ -933,7 +852,7 @@ fn too_many_streams_evict_the_oldest() {
     }
     assert_eq!(conn.parser.open_streams(), MAX_STREAMS);
     assert_eq!(conn.parser.stats().pending_overflow, u64::from(extra));
-    let evicted = conn.take();
+    let evicted = conn.take(outcome);
     assert_eq!(evicted.len(), extra as usize);
     assert!(evicted.iter().all(|o| o.status == CallStatus::NoResponse));
 }
@@ -942,7 +861,7 @@ fn too_many_streams_evict_the_oldest() {
 fn oversized_header_blocks_are_dropped_and_parsing_goes_on() {
     let mut c = Encoder::new();
     let mut s = Encoder::new();
-    let mut conn = Conn::new(Http2Parser::new());
+    let mut conn = Conn::new();
     conn.client(&preface_and_settings());
     let big = "v".repeat(16_000);
     let mut block = Vec::new();
@@ -966,7 +885,7 @@ fn oversized_header_blocks_are_dropped_and_parsing_goes_on() {
     conn.server(&s.headers(3, true, &[(":status", "200")]));
     conn.server(&s.headers(1, true, &[(":status", "200")]));
     assert_eq!(
-        conn.take(),
+        conn.take(outcome),
         vec![http("GET", "/small", Some("api:8080"), Some(200))]
     );
 }
@@ -975,7 +894,7 @@ fn oversized_header_blocks_are_dropped_and_parsing_goes_on() {
 fn a_huge_header_table_setting_is_capped() {
     let mut c = Encoder::new();
     let mut s = Encoder::new();
-    let mut conn = Conn::new(Http2Parser::new());
+    let mut conn = Conn::new();
     conn.client(&[PREFACE, &settings(&[(0x1, u32::MAX), (0x5, 1 << 20)])].concat());
     conn.server(&settings(&[(0x1, u32::MAX)]));
     assert!(conn
@@ -988,7 +907,7 @@ fn a_huge_header_table_setting_is_capped() {
     conn.server(&s.headers(1, false, &[(":status", "200")]));
     conn.server(&data(1, true, &vec![0; 100_000]));
     assert_eq!(
-        conn.take(),
+        conn.take(outcome),
         vec![http("GET", "/t", Some("api:8080"), Some(200))]
     );
     assert_eq!(conn.parser.stats().malformed, 0);
@@ -1004,7 +923,7 @@ fn garbage_never_panics() {
         state
     };
     for _ in 0..300 {
-        let mut conn = Conn::new(Http2Parser::new());
+        let mut conn = Conn::new();
         for _ in 0..8 {
             let len = (next() % 400) as usize;
             let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
@@ -1019,7 +938,7 @@ fn garbage_never_panics() {
             conn.send(side, &bytes);
         }
         conn.close();
-        conn.take();
+        conn.take(outcome);
     }
 }
 

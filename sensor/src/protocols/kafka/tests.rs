@@ -19,7 +19,7 @@ use kafka_protocol::{
 };
 
 use super::*;
-use crate::flow::stream::{Segment, Stream, StreamLimits, Target};
+use crate::protocols::testing::{self, XorShift};
 
 const CLIENT: &str = "podtap-test";
 
@@ -170,71 +170,31 @@ fn api_versions_response(code: i16) -> ResponseKind {
     )
 }
 
-/// One connection: the parser and one `Stream` per side.
-struct Conn {
-    parser: KafkaParser,
-    streams: [Stream; 2],
-    seq: [u32; 2],
-    calls: Vec<ParsedCall>,
-    ts: UnixNanos,
-}
+/// One connection through the real `Stream`s (see `protocols::testing`).
+type Conn = testing::Conn<KafkaParser>;
 
-fn index(side: Side) -> usize {
-    match side {
-        Side::Client => 0,
-        Side::Server => 1,
-    }
+fn conn() -> Conn {
+    Conn::with_seq([1000, 7_000_000])
 }
 
 impl Conn {
-    fn new() -> Self {
-        Self {
-            parser: KafkaParser::new(),
-            streams: [
-                Stream::new(StreamLimits::default()),
-                Stream::new(StreamLimits::default()),
-            ],
-            seq: [1000, 7_000_000],
-            calls: Vec::new(),
-            ts: 1_000,
-        }
-    }
-
-    /// `payload_len` bytes of `side` of which `data` (a prefix) were captured.
-    fn segment(&mut self, side: Side, payload_len: usize, data: &[u8]) {
-        self.ts += 1_000;
-        let i = index(side);
-        let segment = Segment {
-            seq: self.seq[i],
-            payload_len: payload_len as u32,
-            skipped: 0,
-            data,
-            ts: self.ts,
-        };
-        self.seq[i] = self.seq[i].wrapping_add(payload_len as u32);
-        let mut target = Target {
-            parser: Some(&mut self.parser),
-            side,
-            calls: &mut self.calls,
-        };
-        self.streams[i].segment(&segment, &mut target);
-    }
-
-    fn send(&mut self, side: Side, data: &[u8]) {
-        self.segment(side, data.len(), data);
-    }
-
     /// Sends `data` in segments of at most `mss` bytes, of which at most `cap` are copied.
     fn send_capped(&mut self, side: Side, data: &[u8], mss: usize, cap: usize) {
         for chunk in data.chunks(mss) {
-            self.segment(side, chunk.len(), &chunk[..chunk.len().min(cap)]);
+            self.segment(side, len(chunk.len()), &chunk[..chunk.len().min(cap)]);
         }
     }
 
-    fn close(mut self) -> (Vec<ParsedCall>, ParserStats) {
+    /// Closes the connection: the calls and the parser's counters.
+    fn finish(mut self) -> (Vec<ParsedCall>, ParserStats) {
         self.parser.close(self.ts + 1, &mut self.calls);
         (self.calls, self.parser.stats())
     }
+}
+
+/// A test segment's length on the wire.
+fn len(bytes: usize) -> u32 {
+    u32::try_from(bytes).expect("test segment fits u32")
 }
 
 fn kafka(call: &ParsedCall) -> (&KafkaRequest, Option<Option<i16>>) {
@@ -382,11 +342,11 @@ fn session(flex: bool) -> (Vec<(Side, Vec<u8>)>, Vec<Summary>) {
 fn a_session_classic_and_flexible_versions() {
     for flex in [false, true] {
         let (messages, expected) = session(flex);
-        let mut conn = Conn::new();
+        let mut conn = conn();
         for (side, bytes) in &messages {
             conn.send(*side, bytes);
         }
-        let (calls, stats) = conn.close();
+        let (calls, stats) = conn.finish();
         assert_eq!(summary(&calls), expected, "flexible: {flex}");
         assert_eq!(stats, ParserStats::default());
         assert!(calls.iter().all(|c| c.end > c.start));
@@ -397,18 +357,11 @@ fn a_session_classic_and_flexible_versions() {
 fn every_split_of_a_session_gives_the_same_calls() {
     for flex in [false, true] {
         let (messages, expected) = session(flex);
-        for (i, (side, bytes)) in messages.iter().enumerate() {
+        for (i, (_, bytes)) in messages.iter().enumerate() {
             for at in 1..bytes.len() {
-                let mut conn = Conn::new();
-                for (j, (s2, b2)) in messages.iter().enumerate() {
-                    if i == j {
-                        conn.send(*side, &bytes[..at]);
-                        conn.send(*side, &bytes[at..]);
-                    } else {
-                        conn.send(*s2, b2);
-                    }
-                }
-                let (calls, stats) = conn.close();
+                let mut conn = conn();
+                conn.play(&messages, Some((i, at)));
+                let (calls, stats) = conn.finish();
                 assert_eq!(summary(&calls), expected, "message {i} split at {at}");
                 assert_eq!(stats, ParserStats::default());
             }
@@ -429,16 +382,16 @@ fn pipelined_requests_in_one_segment() {
         .filter(|(side, _)| *side == Side::Server)
         .flat_map(|(_, b)| b.clone())
         .collect();
-    let mut conn = Conn::new();
+    let mut conn = conn();
     conn.send(Side::Client, &requests);
     conn.send(Side::Server, &responses);
-    let (calls, _) = conn.close();
+    let (calls, _) = conn.finish();
     assert_eq!(summary(&calls), expected);
 }
 
 #[test]
 fn acks_zero_produce_is_one_way() {
-    let mut conn = Conn::new();
+    let mut conn = conn();
     conn.send(
         Side::Client,
         &request(ApiKey::Produce, 7, 9, &produce(0, &["logs"], 50)),
@@ -451,7 +404,7 @@ fn acks_zero_produce_is_one_way() {
         Side::Server,
         &response(ApiKey::Metadata, 5, 10, &metadata_response(&[])),
     );
-    let (calls, _) = conn.close();
+    let (calls, _) = conn.finish();
     assert_eq!(
         summary(&calls),
         vec![
@@ -471,7 +424,7 @@ fn acks_zero_produce_is_one_way() {
 
 #[test]
 fn requests_answered_out_of_turn_were_not_answered() {
-    let mut conn = Conn::new();
+    let mut conn = conn();
     for id in 1..=3 {
         conn.send(
             Side::Client,
@@ -490,7 +443,7 @@ fn requests_answered_out_of_turn_were_not_answered() {
         Side::Server,
         &response(ApiKey::Produce, 7, 77, &produce_response(&[("t", 0)])),
     );
-    let (calls, stats) = conn.close();
+    let (calls, stats) = conn.finish();
     assert_eq!(
         summary(&calls),
         vec![
@@ -504,14 +457,14 @@ fn requests_answered_out_of_turn_were_not_answered() {
 
 #[test]
 fn unanswered_requests_are_bounded_and_flushed_at_close() {
-    let mut conn = Conn::new();
+    let mut conn = conn();
     for id in 0..(MAX_PENDING as i32 + 10) {
         conn.send(
             Side::Client,
             &request(ApiKey::Metadata, 1, id, &metadata(Some(&["a"]))),
         );
     }
-    let (calls, stats) = conn.close();
+    let (calls, stats) = conn.finish();
     assert_eq!(calls.len(), MAX_PENDING);
     assert!(calls.iter().all(|c| c.status == CallStatus::NoResponse));
     assert_eq!(stats.pending_overflow, 10);
@@ -519,7 +472,7 @@ fn unanswered_requests_are_bounded_and_flushed_at_close() {
 
 #[test]
 fn large_produce_and_fetch_are_read_from_their_start_and_skipped() {
-    let mut conn = Conn::new();
+    let mut conn = conn();
     let big_produce = request(ApiKey::Produce, 9, 1, &produce(-1, &["big"], 200_000));
     let big_fetch = response(
         ApiKey::Fetch,
@@ -547,7 +500,7 @@ fn large_produce_and_fetch_are_read_from_their_start_and_skipped() {
         &response(ApiKey::Metadata, 12, 3, &metadata_response(&[])),
     );
     let buffered = conn.streams[0].buffered().len() + conn.streams[1].buffered().len();
-    let (calls, stats) = conn.close();
+    let (calls, stats) = conn.finish();
     // The error of the second partition lies after 150 KB of records: not seen.
     assert_eq!(
         summary(&calls),
@@ -563,7 +516,7 @@ fn large_produce_and_fetch_are_read_from_their_start_and_skipped() {
 
 #[test]
 fn a_large_fetch_response_reports_the_errors_of_its_start() {
-    let mut conn = Conn::new();
+    let mut conn = conn();
     conn.send(Side::Client, &request(ApiKey::Fetch, 11, 1, &fetch(&["a"])));
     conn.send_capped(
         Side::Server,
@@ -586,7 +539,7 @@ fn a_large_fetch_response_reports_the_errors_of_its_start() {
             &fetch_response(7, &[("a", 0, 100_000)]),
         ),
     );
-    let (calls, _) = conn.close();
+    let (calls, _) = conn.finish();
     assert_eq!(
         summary(&calls),
         vec![
@@ -599,9 +552,9 @@ fn a_large_fetch_response_reports_the_errors_of_its_start() {
 #[test]
 fn a_message_whose_tail_was_not_copied_is_reported_from_its_start() {
     // 6 KB messages (below MAX_WHOLE) in one segment each, the kernel copying 4096 bytes of it.
-    let mut conn = Conn::new();
+    let mut conn = conn();
     let produce_6k = request(ApiKey::Produce, 8, 1, &produce(1, &["cut"], 6000));
-    conn.segment(Side::Client, produce_6k.len(), &produce_6k[..4096]);
+    conn.segment(Side::Client, len(produce_6k.len()), &produce_6k[..4096]);
     let fetch_6k = response(
         ApiKey::Fetch,
         11,
@@ -616,13 +569,13 @@ fn a_message_whose_tail_was_not_copied_is_reported_from_its_start() {
         Side::Client,
         &request(ApiKey::Fetch, 11, 2, &fetch(&["cut"])),
     );
-    conn.segment(Side::Server, fetch_6k.len(), &fetch_6k[..4096]);
+    conn.segment(Side::Server, len(fetch_6k.len()), &fetch_6k[..4096]);
     // Two messages in one segment, the cut falling inside the second: its rest comes later.
     let a = request(ApiKey::Metadata, 9, 3, &metadata(Some(&["x"])));
     let b = request(ApiKey::Produce, 9, 4, &produce(-1, &["y"], 5000));
     let both = [a.clone(), b.clone()].concat();
     let copied = a.len() + 100;
-    conn.segment(Side::Client, both.len() - 1000, &both[..copied]);
+    conn.segment(Side::Client, len(both.len() - 1000), &both[..copied]);
     conn.send(Side::Client, &both[both.len() - 1000..]);
     conn.send(
         Side::Server,
@@ -632,7 +585,7 @@ fn a_message_whose_tail_was_not_copied_is_reported_from_its_start() {
         ]
         .concat(),
     );
-    let (calls, stats) = conn.close();
+    let (calls, stats) = conn.finish();
     assert_eq!(
         summary(&calls),
         vec![
@@ -647,13 +600,13 @@ fn a_message_whose_tail_was_not_copied_is_reported_from_its_start() {
 
 #[test]
 fn lost_bytes_between_messages_resynchronise() {
-    let mut conn = Conn::new();
+    let mut conn = conn();
     let first = request(ApiKey::Metadata, 9, 1, &metadata(Some(&["a"])));
     let second = request(ApiKey::Metadata, 9, 2, &metadata(Some(&["b"])));
     let third = request(ApiKey::Metadata, 9, 3, &metadata(Some(&["c"])));
     conn.send(Side::Client, &first);
     // The second request is lost whole; the third arrives after garbage-looking bytes.
-    conn.segment(Side::Client, second.len(), &[]);
+    conn.segment(Side::Client, len(second.len()), &[]);
     conn.send(Side::Client, &third);
     for id in 1..=3 {
         conn.send(
@@ -661,7 +614,7 @@ fn lost_bytes_between_messages_resynchronise() {
             &response(ApiKey::Metadata, 9, id, &metadata_response(&[])),
         );
     }
-    let (calls, _) = conn.close();
+    let (calls, _) = conn.finish();
     assert_eq!(
         summary(&calls),
         vec![
@@ -673,7 +626,7 @@ fn lost_bytes_between_messages_resynchronise() {
 
 #[test]
 fn a_lost_response_makes_its_request_unanswered() {
-    let mut conn = Conn::new();
+    let mut conn = conn();
     for id in 1..=2 {
         conn.send(
             Side::Client,
@@ -681,7 +634,7 @@ fn a_lost_response_makes_its_request_unanswered() {
         );
     }
     let lost = response(ApiKey::Metadata, 9, 1, &metadata_response(&[]));
-    conn.segment(Side::Server, lost.len(), &[]);
+    conn.segment(Side::Server, len(lost.len()), &[]);
     conn.send(
         Side::Server,
         &response(
@@ -691,7 +644,7 @@ fn a_lost_response_makes_its_request_unanswered() {
             &metadata_response(&[("a", 5, [1; 16])]),
         ),
     );
-    let (calls, _) = conn.close();
+    let (calls, _) = conn.finish();
     assert_eq!(
         summary(&calls),
         vec![
@@ -703,7 +656,7 @@ fn a_lost_response_makes_its_request_unanswered() {
 
 #[test]
 fn fetch_by_topic_id_names_topics_from_metadata() {
-    let mut conn = Conn::new();
+    let mut conn = conn();
     let id = [0xab; 16];
     conn.send(
         Side::Client,
@@ -731,7 +684,7 @@ fn fetch_by_topic_id_names_topics_from_metadata() {
         Side::Client,
         &request(ApiKey::Fetch, 13, 2, &by_id(&[id, [0xcd; 16]])),
     );
-    let (calls, _) = conn.close();
+    let (calls, _) = conn.finish();
     let (r, _) = kafka(&calls[1]);
     assert_eq!(
         r.topics,
@@ -744,7 +697,7 @@ fn fetch_by_topic_id_names_topics_from_metadata() {
 
 #[test]
 fn unknown_keys_and_versions_report_their_header() {
-    let mut conn = Conn::new();
+    let mut conn = conn();
     // Api key 120 (unknown to the crate), header v1.
     let mut unknown = vec![0, 120, 0, 1, 0, 0, 0, 5, 0, CLIENT.len() as u8];
     unknown.extend_from_slice(CLIENT.as_bytes());
@@ -760,7 +713,7 @@ fn unknown_keys_and_versions_report_their_header() {
         Side::Server,
         &response(ApiKey::Produce, 11, 6, &produce_response(&[("new", 0)])),
     );
-    let (calls, stats) = conn.close();
+    let (calls, stats) = conn.finish();
     assert_eq!(
         summary(&calls),
         vec![
@@ -780,7 +733,7 @@ fn unknown_keys_and_versions_report_their_header() {
 
 #[test]
 fn apiversions_answered_in_v0_after_an_unsupported_version() {
-    let mut conn = Conn::new();
+    let mut conn = conn();
     conn.send(
         Side::Client,
         &request(ApiKey::ApiVersions, 3, 1, &api_versions()),
@@ -789,7 +742,7 @@ fn apiversions_answered_in_v0_after_an_unsupported_version() {
         Side::Server,
         &response(ApiKey::ApiVersions, 0, 1, &api_versions_response(35)),
     );
-    let (calls, _) = conn.close();
+    let (calls, _) = conn.finish();
     assert_eq!(
         summary(&calls),
         vec![s("ApiVersions", 3, 1, &[], Some(Some(35)))]
@@ -798,7 +751,7 @@ fn apiversions_answered_in_v0_after_an_unsupported_version() {
 
 #[test]
 fn a_forged_array_count_is_a_decode_error_not_an_abort() {
-    let mut conn = Conn::new();
+    let mut conn = conn();
     // Metadata v0 claiming 2^31 - 1 topics in 3 bytes of body.
     let mut msg = vec![0, 3, 0, 0, 0, 0, 0, 1, 0, 1, b'c'];
     msg.extend_from_slice(&[0x7f, 0xff, 0xff, 0xff, 0, 1, b'a']);
@@ -812,7 +765,7 @@ fn a_forged_array_count_is_a_decode_error_not_an_abort() {
         Side::Server,
         &framed(&[0, 0, 0, 2, 0x7f, 0xff, 0xff, 0xff, 0, 0]),
     );
-    let (calls, _) = conn.close();
+    let (calls, _) = conn.finish();
     assert_eq!(calls.len(), 2);
     let (r, response) = kafka(&calls[1]);
     assert_eq!(r.correlation_id, 2);
@@ -821,16 +774,11 @@ fn a_forged_array_count_is_a_decode_error_not_an_abort() {
 
 #[test]
 fn garbage_never_panics_and_is_counted() {
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let mut next = move || rng.next();
     let (messages, _) = session(true);
     for round in 0..300 {
-        let mut conn = Conn::new();
+        let mut conn = conn();
         for (side, bytes) in &messages {
             let mut bytes = bytes.clone();
             // Flip a few bytes of some messages, cut others.
@@ -855,7 +803,7 @@ fn garbage_never_panics_and_is_counted() {
             },
             &noise,
         );
-        let _ = conn.close();
+        let _ = conn.finish();
     }
 }
 

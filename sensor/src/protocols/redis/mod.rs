@@ -27,6 +27,7 @@ use crate::model::{
     CallStatus, ParsedCall, Protocol, RedisRequest, RedisResponse, Request, Response, Side,
     UnixNanos,
 };
+use crate::protocols::pending::push_bounded;
 use frame::{Event, Found, Frame, Kind, Reader, Scalar};
 
 /// The well-known Redis port: inline commands and bare replies are only recognised there.
@@ -350,11 +351,9 @@ impl RedisParser {
     }
 
     fn push(&mut self, pending: Pending) {
-        if self.pending.len() >= MAX_PENDING {
-            self.pending.pop_front();
+        if push_bounded(&mut self.pending, pending, MAX_PENDING).is_some() {
             self.pending_overflow += 1;
         }
-        self.pending.push_back(pending);
     }
 
     fn reply(&mut self, frame: Frame, calls: &mut Vec<ParsedCall>) {

@@ -7,12 +7,6 @@ use crate::protocols::testing::{self, XorShift};
 
 type Conn = testing::Conn<RedisParser>;
 
-impl Conn {
-    fn take(&mut self) -> Vec<Summary> {
-        self.calls.drain(..).map(summary).collect()
-    }
-}
-
 /// The parts of a call the cases assert on.
 #[derive(Debug, PartialEq, Eq)]
 struct Summary {
@@ -123,7 +117,7 @@ fn commands_and_replies_of_every_resp2_type() {
     c.server(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n");
     c.close();
     assert_eq!(
-        c.take(),
+        c.take(summary),
         vec![
             ok("SET user:1 ?", 2, "simple"),
             ok("GET user:1", 1, "bulk"),
@@ -163,7 +157,10 @@ fn unknown_command_error_does_not_quote_the_arguments() {
     let mut c = Conn::new();
     c.client(&cmd(&[b"FOO", b"top-secret"]));
     c.server(b"-ERR unknown command 'FOO', with args beginning with: 'top-secret' \r\n");
-    assert_eq!(c.take(), vec![err("FOO ?", 1, "ERR unknown command 'FOO'")]);
+    assert_eq!(
+        c.take(summary),
+        vec![err("FOO ?", 1, "ERR unknown command 'FOO'")]
+    );
 }
 
 #[test]
@@ -172,7 +169,7 @@ fn inline_commands_with_quotes() {
     c.client(b"PING\r\nPING\r\n\r\nset k \"a b\\x41\" \r\nPUBLISH Foo 'Hi there :)'\n");
     c.server(b"+PONG\r\n+PONG\r\n+OK\r\n:0\r\n");
     assert_eq!(
-        c.take(),
+        c.take(summary),
         vec![
             ok("PING", 0, "simple"),
             ok("PING", 0, "simple"),
@@ -190,7 +187,7 @@ fn unbalanced_quotes_are_malformed_and_answered_by_an_error() {
     c.server(b"-ERR Protocol error: unbalanced quotes in request\r\n");
     c.client(&cmd(&[b"PING"]));
     c.server(b"+PONG\r\n");
-    assert_eq!(c.take(), vec![ok("PING", 0, "simple")]);
+    assert_eq!(c.take(summary), vec![ok("PING", 0, "simple")]);
     assert_eq!(c.parser.stats().malformed, 1);
 }
 
@@ -205,7 +202,7 @@ fn pipelines_match_replies_in_order() {
     c.client(&commands);
     c.server(&b"+OK\r\n".repeat(100));
     c.server(b"$1\r\nv\r\n");
-    let calls = c.take();
+    let calls = c.take(summary);
     assert_eq!(calls.len(), 101);
     for (i, call) in calls[..100].iter().enumerate() {
         assert_eq!(*call, ok(&format!("SET key{i} ?"), 2, "simple"));
@@ -219,7 +216,7 @@ fn empty_commands_get_no_reply() {
     c.client(b"*0\r\n");
     c.client(&cmd(&[b"PING"]));
     c.server(b"+PONG\r\n");
-    assert_eq!(c.take(), vec![ok("PING", 0, "simple")]);
+    assert_eq!(c.take(summary), vec![ok("PING", 0, "simple")]);
 }
 
 #[test]
@@ -230,7 +227,7 @@ fn pending_commands_are_bounded() {
     c.client(&all);
     assert_eq!(c.parser.stats().pending_overflow, 10);
     c.close();
-    assert_eq!(c.take().len(), MAX_PENDING);
+    assert_eq!(c.take(summary).len(), MAX_PENDING);
 }
 
 #[test]
@@ -243,7 +240,7 @@ fn container_commands_keep_the_subcommand() {
     c.client(&cmd(&[b"XINFO", b"STREAM", b"s"]));
     c.server(b"-ERR no such key\r\n");
     assert_eq!(
-        c.take(),
+        c.take(summary),
         vec![
             ok("CONFIG GET ?", 1, "array"),
             ok("CLIENT SETNAME ?", 1, "simple"),
@@ -280,7 +277,7 @@ fn big_values_are_skipped_not_buffered() {
     c.client(&cmd(&[b"GET", b"small"]));
     c.server(b"$2\r\nhi\r\n");
     assert_eq!(
-        c.take(),
+        c.take(summary),
         vec![
             ok("SET big ?", 2, "simple"),
             ok("GET big", 1, "bulk"),
@@ -321,7 +318,7 @@ fn big_elements_inside_arrays_are_skipped() {
     c.client(&cmd(&[b"PING"]));
     c.server(b"+PONG\r\n");
     assert_eq!(
-        c.take(),
+        c.take(summary),
         vec![ok("MGET a ? ?", 3, "array"), ok("PING", 0, "simple")]
     );
 }
@@ -350,7 +347,7 @@ fn subscribe_is_one_call_and_messages_are_one_way_resp2() {
     // No longer subscribed: an array whose first element is "message" is an ordinary reply.
     c.server(b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\nb\r\n");
     assert_eq!(
-        c.take(),
+        c.take(summary),
         vec![
             ok("SUBSCRIBE news ?", 2, "array"),
             ok("PSUBSCRIBE n*", 1, "array"),
@@ -376,7 +373,7 @@ fn unsubscribe_all_without_subscriptions_and_reset() {
     c.client(&cmd(&[b"GET", b"k"]));
     c.server(b"$7\r\nmessage\r\n");
     assert_eq!(
-        c.take(),
+        c.take(summary),
         vec![
             ok("UNSUBSCRIBE", 0, "array"),
             ok("SUBSCRIBE a", 1, "array"),
@@ -405,7 +402,7 @@ fn unsubscribe_all_is_complete_when_another_reply_follows() {
         "a pattern is left: the UNSUBSCRIBE may go on"
     );
     c.server(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
-    let calls = c.take();
+    let calls = c.take(summary);
     assert_eq!(
         calls[2..],
         [ok("UNSUBSCRIBE", 0, "array"), ok("PING", 0, "array")]
@@ -462,7 +459,7 @@ fn resp3_types_pushes_and_version() {
     c.client(&cmd(&[b"SET", b"k", b"v"]));
     c.server(b"+OK\r\n");
     c.server(b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n");
-    let calls = c.take();
+    let calls = c.take(summary);
     assert!(calls.iter().all(|c| c.status != CallStatus::NoResponse));
     assert_eq!(calls[0], ok("HELLO ?", 1, "map"));
     for (call, (_, _, kind)) in calls[1..12].iter().zip(replies) {
@@ -492,7 +489,7 @@ fn resp3_version_is_on_the_record_and_hello_2_returns_to_resp2() {
     c.server(b"*2\r\n$-1\r\n$1\r\nx\r\n");
     let versions: Vec<_> = c.calls.iter().map(|call| call.version).collect();
     assert_eq!(versions, [Some("3"), Some("2"), Some("2")]);
-    assert_eq!(c.take()[2], ok("MGET a ?", 2, "array"));
+    assert_eq!(c.take(summary)[2], ok("MGET a ?", 2, "array"));
 }
 
 #[test]
@@ -509,7 +506,7 @@ fn resp3_streamed_aggregates_and_strings() {
     c.server(b"\r\n;0\r\n");
     c.server(b"%?\r\n+a\r\n:1\r\n.\r\n");
     assert_eq!(
-        c.take()[1..],
+        c.take(summary)[1..],
         [
             ok("X1", 0, "array"),
             ok("X2", 0, "bulk"),
@@ -525,7 +522,7 @@ fn replies_without_a_command_are_passed_over() {
     c.server(b"+OK\r\n:1\r\n");
     c.client(&cmd(&[b"GET", b"a"]));
     c.server(b"$1\r\nb\r\n");
-    assert_eq!(c.take(), vec![ok("GET a", 1, "bulk")]);
+    assert_eq!(c.take(summary), vec![ok("GET a", 1, "bulk")]);
 }
 
 #[test]
@@ -537,7 +534,7 @@ fn lost_server_bytes_report_waiting_commands_without_response() {
     c.lose(Side::Server, 30);
     c.client(&cmd(&[b"GET", b"c"]));
     c.server(b"junk\r\n$1\r\nz\r\n");
-    let calls = c.take();
+    let calls = c.take(summary);
     assert_eq!(
         calls,
         vec![
@@ -556,7 +553,7 @@ fn lost_client_command_keeps_replies_in_step() {
     c.client(&cmd(&[b"GET", b"c"]));
     c.server(b"$1\r\n1\r\n$1\r\n2\r\n$1\r\n3\r\n");
     assert_eq!(
-        c.take(),
+        c.take(summary),
         vec![ok("GET a", 1, "bulk"), ok("GET c", 1, "bulk")]
     );
 }
@@ -567,7 +564,7 @@ fn garbage_is_malformed_then_resynchronised() {
     c.client(b"\x00\x01\x02garbage\xff\r\n");
     c.client(&cmd(&[b"PING"]));
     c.server(b"-ERR Protocol error\r\n+PONG\r\n");
-    let calls = c.take();
+    let calls = c.take(summary);
     assert_eq!(calls.last(), Some(&ok("PING", 0, "simple")));
     assert!(c.parser.stats().malformed >= 1);
 }
@@ -598,12 +595,7 @@ fn random_bytes_never_panic() {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     for _ in 0..3_000 {
         let mut c = Conn::new();
-        for _ in 0..rng.below(20) {
-            let side = if rng.below(2) == 0 {
-                Side::Client
-            } else {
-                Side::Server
-            };
+        c.send_random(&mut rng, 20, |rng| {
             let mut data = Vec::new();
             for _ in 0..rng.below(8) {
                 if rng.below(4) == 0 {
@@ -613,11 +605,8 @@ fn random_bytes_never_panic() {
                     data.extend_from_slice(pieces[rng.below(pieces.len() as u64) as usize]);
                 }
             }
-            if rng.below(10) == 0 {
-                c.lose(side, rng.below(100) as u32 + 1);
-            }
-            c.send(side, &data);
-        }
+            data
+        });
         c.close();
         for call in &c.calls {
             assert!(call.end >= call.start);
@@ -816,7 +805,7 @@ fn deliver(client_cuts: &[usize], server_cuts: &[usize]) -> Vec<Summary> {
     c.close();
     assert_eq!(c.gaps(), 0);
     assert_eq!(c.parser.stats(), ParserStats::default());
-    c.take()
+    c.take(summary)
 }
 
 #[test]
@@ -853,7 +842,7 @@ fn reply_cut_short_by_the_close_completes_the_call() {
     c.server(&[b'x'; 4000]);
     c.close();
     assert_eq!(
-        c.take(),
+        c.take(summary),
         vec![ok("GET big", 1, "bulk"), unanswered("GET other", 1)]
     );
 }
