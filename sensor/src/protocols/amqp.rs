@@ -831,6 +831,15 @@ impl Parser for AmqpParser {
         }
     }
 
+    fn held(&self) -> usize {
+        self.ready.len()
+            + self
+                .channels
+                .values()
+                .map(|c| 1 + c.pending.len() + c.unconfirmed.len())
+                .sum::<usize>()
+    }
+
     fn stats(&self) -> ParserStats {
         self.stats
     }

@@ -408,6 +408,10 @@ impl Parser for DnsParser {
         }
     }
 
+    fn held(&self) -> usize {
+        self.pending.len()
+    }
+
     fn stats(&self) -> ParserStats {
         self.stats
     }

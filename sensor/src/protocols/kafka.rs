@@ -836,6 +836,10 @@ impl Parser for KafkaParser {
         }
     }
 
+    fn held(&self) -> usize {
+        self.pending.len() + self.ready.len()
+    }
+
     fn stats(&self) -> ParserStats {
         self.stats
     }

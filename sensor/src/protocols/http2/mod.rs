@@ -832,6 +832,10 @@ impl Parser for Http2Parser {
         }
     }
 
+    fn held(&self) -> usize {
+        self.streams.len() + self.ready.len()
+    }
+
     fn stats(&self) -> ParserStats {
         self.stats
     }

@@ -601,6 +601,10 @@ impl Parser for RedisParser {
         self.flush(ts, calls);
     }
 
+    fn held(&self) -> usize {
+        self.pending.len() + self.ready.len() + self.events.len()
+    }
+
     fn stats(&self) -> ParserStats {
         ParserStats {
             malformed: self.client.malformed + self.server.malformed,
