@@ -1,5 +1,7 @@
 //! The capture-file source: pcap and pcapng, read here (records parsed in place from one buffer), frames
-//! decoded with `etherparse`.
+//! decoded with `etherparse`. Why not `pcap-parser`: its streaming reader looped forever on a block larger
+//! than its buffer and its errors carried neither a reason nor the byte offset that users need to find
+//! a corrupt record; the two container formats are small and fully specified, the frames are not.
 //!
 //! In: a file (Ethernet with any number of VLAN tags, Linux cooked SLL and SLL2, raw IP, BSD
 //! loopback/null; IPv4 and IPv6). Out: the same `Event`s as the live source, so replay runs the same flow
