@@ -128,6 +128,21 @@ impl<P: Parser> Conn<P> {
         }
     }
 
+    /// A segment for `send_random`: fewer than `parts` parts, each one of `pieces` or, one time in
+    /// `random_one_in`, up to 39 random bytes.
+    pub fn mix(rng: &mut XorShift, pieces: &[&[u8]], parts: u64, random_one_in: u64) -> Vec<u8> {
+        let mut data = Vec::new();
+        for _ in 0..rng.below(parts) {
+            if rng.below(random_one_in) == 0 {
+                let len = rng.below(40);
+                data.extend((0..len).map(|_| rng.next() as u8));
+            } else {
+                data.extend_from_slice(pieces[rng.below(pieces.len() as u64) as usize]);
+            }
+        }
+        data
+    }
+
     /// The calls made so far, as `f` sees them.
     pub fn take<T>(&mut self, f: impl FnMut(ParsedCall) -> T) -> Vec<T> {
         self.calls.drain(..).map(f).collect()

@@ -432,18 +432,7 @@ fn random_bytes_never_panic() {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     for _ in 0..2_000 {
         let mut c = Conn::new();
-        c.send_random(&mut rng, 20, |rng| {
-            let mut data = Vec::new();
-            for _ in 0..rng.below(6) {
-                if rng.below(3) == 0 {
-                    let len = rng.below(40);
-                    data.extend((0..len).map(|_| rng.next() as u8));
-                } else {
-                    data.extend_from_slice(pieces[rng.below(pieces.len() as u64) as usize]);
-                }
-            }
-            data
-        });
+        c.send_random(&mut rng, 20, |rng| Conn::mix(rng, pieces, 6, 3));
         c.close();
         for call in &c.calls {
             assert!(call.end >= call.start);

@@ -595,18 +595,7 @@ fn random_bytes_never_panic() {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     for _ in 0..3_000 {
         let mut c = Conn::new();
-        c.send_random(&mut rng, 20, |rng| {
-            let mut data = Vec::new();
-            for _ in 0..rng.below(8) {
-                if rng.below(4) == 0 {
-                    let len = rng.below(40);
-                    data.extend((0..len).map(|_| rng.next() as u8));
-                } else {
-                    data.extend_from_slice(pieces[rng.below(pieces.len() as u64) as usize]);
-                }
-            }
-            data
-        });
+        c.send_random(&mut rng, 20, |rng| Conn::mix(rng, pieces, 8, 4));
         c.close();
         for call in &c.calls {
             assert!(call.end >= call.start);
