@@ -14,6 +14,10 @@ pub const DEFAULT_MAX_PAYLOAD: u32 = 4096;
 /// Event kinds, the first `u32` of every ring buffer record.
 pub const EVENT_PACKET: u32 = 1;
 pub const EVENT_SOCK_OWNER: u32 = 2;
+/// Plaintext a process passed to or got from a TLS library (`PacketHeader` layout, `pid` set).
+pub const EVENT_TLS_DATA: u32 = 3;
+/// A process started a new program or exited (`ProcessEvent`).
+pub const EVENT_PROCESS: u32 = 4;
 
 /// Packet direction relative to the socket that owns it.
 pub const DIR_EGRESS: u8 = 0;
@@ -36,7 +40,16 @@ pub const COUNTER_PAYLOAD_TRUNCATED: u32 = 2;
 pub const COUNTER_BYTES_SKIPPED: u32 = 3;
 pub const COUNTER_NOT_PARSED: u32 = 4;
 pub const COUNTER_OWNER_RINGBUF_FULL: u32 = 5;
-pub const COUNTER_COUNT: u32 = 6;
+/// TLS plaintext records written to the ring buffer.
+pub const COUNTER_TLS_RECORDS: u32 = 6;
+/// TLS plaintext records lost because the ring buffer was full.
+pub const COUNTER_TLS_RINGBUF_FULL: u32 = 7;
+/// TLS reads/writes whose connection's socket was never seen (no socket operation inside a hooked
+/// call yet): their plaintext cannot be put on a connection and is dropped.
+pub const COUNTER_TLS_UNBOUND: u32 = 8;
+/// Process exec/exit records lost because the ring buffer was full.
+pub const COUNTER_PROCESS_RINGBUF_FULL: u32 = 9;
+pub const COUNTER_COUNT: u32 = 10;
 
 /// Header of one captured TCP segment or UDP datagram; `captured` payload bytes follow it in the same
 /// record.
@@ -59,11 +72,13 @@ pub struct PacketHeader {
     /// TCP sequence number of the first payload byte of the segment (0 for UDP).
     pub seq: u32,
     /// Payload length of the whole segment or datagram (a GSO/GRO segment can be up to 64 KiB or more).
+    /// `EVENT_TLS_DATA`: the bytes one `SSL_write`/`SSL_read` (or Go `Write`/`Read`) call passed, and
+    /// `seq` counts plaintext bytes per direction from 0 (the first call seen on the connection).
     pub payload_len: u32,
     /// Payload bytes at the start of the segment that were not copied (skipped on request).
     pub skipped: u32,
-    /// Padding kept explicit.
-    pub _pad0: u32,
+    /// `EVENT_TLS_DATA`: the process that read or wrote the plaintext (0 for packets).
+    pub pid: u32,
     /// Source and destination address: IPv4 in the first 4 bytes, IPv6 in all 16, network order.
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
@@ -97,14 +112,46 @@ pub struct SockOwnerEvent {
     pub comm: [u8; 16],
 }
 
-/// Key of the `SKIP` map: one direction of one socket.
+/// Process lifecycle kinds in `ProcessEvent::what`.
+pub const PROCESS_EXEC: u32 = 1;
+pub const PROCESS_EXIT: u32 = 2;
+
+/// A process ran `execve` (a new program: its libraries and executable may need TLS hooks) or exited
+/// (its state can go).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessEvent {
+    /// `EVENT_PROCESS`.
+    pub kind: u32,
+    /// `PROCESS_EXEC` or `PROCESS_EXIT`.
+    pub what: u32,
+    /// Process id (thread group id).
+    pub tgid: u32,
+    pub _pad: u32,
+}
+
+/// Layers in `SkipKey::layer`: the socket's packets, or the TLS plaintext carried by them.
+pub const LAYER_PACKETS: u32 = 0;
+pub const LAYER_TLS: u32 = 1;
+
+/// Key of the `SKIP` map: one direction of one socket, at one layer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SkipKey {
     pub cookie: u64,
     pub direction: u32,
-    pub _pad: u32,
+    /// `LAYER_PACKETS` or `LAYER_TLS` (whose `SKIP_UNTIL_SEQ` counts plaintext bytes).
+    pub layer: u32,
 }
+
+/// TLS hook operations, the low bits of a uprobe's attach cookie.
+pub const TLS_OP_WRITE: u64 = 0;
+pub const TLS_OP_READ: u64 = 1;
+/// Attach-cookie flag of OpenSSL hooks: the `_ex` variant (`SSL_write_ex`/`SSL_read_ex`), whose byte
+/// count comes back through a pointer argument.
+pub const TLS_FLAG_EX: u64 = 2;
+/// Attach-cookie flag of Go hooks: the binary uses the stack calling convention (Go < 1.17).
+pub const TLS_FLAG_GO_STACK_ABI: u64 = 4;
 
 /// Skip modes in `SkipValue::mode`.
 /// Copy no payload before sequence number `until_seq` (a body userspace does not need; TCP only).
@@ -131,6 +178,15 @@ pub mod names {
     pub const PROG_INGRESS: &str = "podtap_ingress";
     pub const PROG_SEND: &str = "podtap_sock_send";
     pub const PROG_RECV: &str = "podtap_sock_recv";
+    pub const PROG_SSL_ENTRY: &str = "podtap_ssl_entry";
+    pub const PROG_SSL_RETURN: &str = "podtap_ssl_return";
+    pub const PROG_GO_TLS_ENTRY: &str = "podtap_go_tls_entry";
+    pub const PROG_GO_TLS_RETURN: &str = "podtap_go_tls_return";
+    pub const PROG_EXEC: &str = "podtap_exec";
+    pub const PROG_EXIT: &str = "podtap_exit";
+    /// Offset of the thread's FS base (`task_struct.thread.fsbase`), from the kernel's BTF: where Go
+    /// keeps the running goroutine (at FS base - 8).
+    pub const GLOBAL_TASK_FSBASE_OFFSET: &str = "TASK_FSBASE_OFFSET";
     pub const GLOBAL_MAX_PAYLOAD: &str = "MAX_PAYLOAD";
     pub const GLOBAL_SELF_TGID: &str = "SELF_TGID";
     pub const GLOBAL_WAKEUP_BYTES: &str = "WAKEUP_BYTES";

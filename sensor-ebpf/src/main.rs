@@ -207,7 +207,7 @@ fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
     let key = SkipKey {
         cookie,
         direction: u32::from(direction),
-        _pad: 0,
+        layer: podtap_common::LAYER_PACKETS,
     };
     // SAFETY: plain map lookup; the value is copied out at once.
     if let Some(skip) = unsafe { SKIP.get(&key) } {
@@ -246,7 +246,7 @@ fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
     header.seq = seq;
     header.payload_len = payload_len;
     header.skipped = skipped;
-    header._pad0 = 0;
+    header.pid = 0;
     header.sport = u16::from_be_bytes([ports[0], ports[1]]);
     header.dport = u16::from_be_bytes([ports[2], ports[3]]);
     header.family = family;

@@ -222,7 +222,7 @@ impl EbpfCapture {
                     Direction::Egress => podtap_common::DIR_EGRESS,
                     Direction::Ingress => podtap_common::DIR_INGRESS,
                 }),
-                _pad: 0,
+                layer: podtap_common::LAYER_PACKETS,
             };
             let result = match request.kind {
                 SkipKind::UntilSeq(seq) => self.skip.insert(
