@@ -110,6 +110,23 @@ impl Certs {
     }
 }
 
+/// The pid of nginx's only worker (`worker_processes 1`), which owns the connections: the child of
+/// the master process.
+pub fn nginx_worker_pid(nginx: &crate::servers::Nginx) -> Result<u32> {
+    let master = nginx.process.pid();
+    let children = wait_until(READY_TIMEOUT, || {
+        let text =
+            std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).ok()?;
+        let pids: Vec<u32> = text
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        (pids.len() == 1).then_some(pids)
+    })
+    .with_context(|| format!("nginx master {master} has no single worker"))?;
+    Ok(children[0])
+}
+
 /// `https://ip:port/path`.
 pub fn https_url(ip: Ipv4Addr, port: u16, path: &str) -> String {
     format!("https://{ip}:{port}{path}")

@@ -10,8 +10,9 @@ use podtap_tests::records::{assert_calls, call, EndExpect};
 use podtap_tests::redis::RedisCall;
 use podtap_tests::tls::{
     assert_all_tls, assert_connections, assert_grpc_calls, assert_redis_calls, assert_version,
-    curl_https, etcd_bin_dir, finish, go_https_client, go_program, https_url, parse_go_client,
-    python_https, redis_cli_tls, Certs, Etcd, Gated, GoServer, RedisTls, RootDir, RUN_S,
+    curl_https, etcd_bin_dir, finish, go_https_client, go_program, https_url, nginx_worker_pid,
+    parse_go_client, python_https, redis_cli_tls, Certs, Etcd, Gated, GoServer, RedisTls, RootDir,
+    RUN_S,
 };
 use podtap_tests::util::{require_tool, run, TempDir};
 use podtap_tests::{CallExpect, CgroupDriver, Nginx, PodPair, Podtap};
@@ -65,8 +66,9 @@ const NGINX_CASES: [(&str, u16); 7] = [
 /// curl -> nginx over TLS with `mode` (`--http1.1` or `--http2`), all URLs on one connection.
 fn curl_to_nginx(mode: &str, version: &str, curl_version: &str, port: u16) {
     let (pair, certs) = pods(CgroupDriver::Systemd, CgroupDriver::Cgroupfs);
-    let _nginx =
+    let nginx =
         Nginx::start_tls(&pair.b, 0, port, &certs.cert, &certs.key).expect("nginx with TLS");
+    let worker = nginx_worker_pid(&nginx).expect("nginx worker");
     let mut tap = podtap();
     let urls: Vec<String> = NGINX_CASES
         .iter()
@@ -79,7 +81,7 @@ fn curl_to_nginx(mode: &str, version: &str, curl_version: &str, port: u16) {
         .collect();
     assert_eq!(answers, want, "what curl got");
     let client = EndExpect::new(pair.a.ip, None, pair.a.container()).process(pid, "curl");
-    let server = EndExpect::new(pair.b.ip, Some(port), pair.b.container());
+    let server = EndExpect::new(pair.b.ip, Some(port), pair.b.container()).process(worker, "nginx");
     let expected = tls_calls(
         &NGINX_CASES,
         &format!("{}:{port}", pair.b.ip),
@@ -107,8 +109,9 @@ fn b_curl_to_nginx_https_http2() {
 fn c_python_ssl_to_nginx() {
     let (pair, certs) = pods(CgroupDriver::Cgroupfs, CgroupDriver::Systemd);
     let port = 8445;
-    let _nginx =
+    let nginx =
         Nginx::start_tls(&pair.b, 0, port, &certs.cert, &certs.key).expect("nginx with TLS");
+    let worker = nginx_worker_pid(&nginx).expect("nginx worker");
     let mut tap = podtap();
     let cases = [
         ("/items/p1", 200),
@@ -126,7 +129,7 @@ fn c_python_ssl_to_nginx() {
         "what python got"
     );
     let client = EndExpect::new(pair.a.ip, None, pair.a.container()).process(pid, "python3");
-    let server = EndExpect::new(pair.b.ip, Some(port), pair.b.container());
+    let server = EndExpect::new(pair.b.ip, Some(port), pair.b.container()).process(worker, "nginx");
     let expected = tls_calls(&cases, &format!("{}:{port}", pair.b.ip), &client, &server);
     let records = finish(&mut tap, &pair, expected.len());
     assert_all_tls(&records);
@@ -177,7 +180,8 @@ fn d_redis_cli_tls_to_redis_server_tls() {
             .error("WRONGTYPE Operation against a key holding the wrong kind of value"),
     ];
     let client = EndExpect::new(pair.a.ip, None, pair.a.container()).process(pid, "redis-cli");
-    let server_end = EndExpect::new(pair.b.ip, Some(port), pair.b.container());
+    let server_end = EndExpect::new(pair.b.ip, Some(port), pair.b.container())
+        .process(server.process.pid(), "redis-server");
     let records = finish(&mut tap, &pair, expected.len());
     assert_all_tls(&records);
     assert_redis_calls(&records, &expected, &client, &server_end);
@@ -203,7 +207,7 @@ fn go_to_go(http2: bool, symbols: GoSymbols, port: u16) {
     let (pair, certs) = pods(CgroupDriver::Cgroupfs, CgroupDriver::Cgroupfs);
     let server_bin = go_program("tls-server", symbols).expect("build tls-server");
     let client_bin = go_program("tls-client", symbols).expect("build tls-client");
-    let _server = GoServer::start(&pair.b, 0, &server_bin, port, &certs).expect("Go HTTPS server");
+    let server = GoServer::start(&pair.b, 0, &server_bin, port, &certs).expect("Go HTTPS server");
     let urls: Vec<String> = GO_CASES
         .iter()
         .map(|(p, _)| https_url(pair.b.ip, port, p))
@@ -224,7 +228,8 @@ fn go_to_go(http2: bool, symbols: GoSymbols, port: u16) {
     );
     let client_end =
         EndExpect::new(pair.a.ip, None, pair.a.container()).process(client.pid(), "tls-client");
-    let server_end = EndExpect::new(pair.b.ip, Some(port), pair.b.container());
+    let server_end = EndExpect::new(pair.b.ip, Some(port), pair.b.container())
+        .process(server.process.pid(), "tls-server");
     let expected = tls_calls(
         &GO_CASES,
         &format!("{}:{port}", pair.b.ip),
@@ -264,7 +269,7 @@ fn i_grpc_go_over_tls_health_checks() {
     let port = 50443;
     let server_bin = go_program("grpc-tls-server", GoSymbols::Kept).expect("build server");
     let client_bin = go_program("grpc-tls-client", GoSymbols::Kept).expect("build client");
-    let _server = GoServer::start(&pair.b, 0, &server_bin, port, &certs).expect("gRPC server");
+    let server = GoServer::start(&pair.b, 0, &server_bin, port, &certs).expect("gRPC server");
     let target = format!("{}:{port}", pair.b.ip);
     let cmd = pair
         .a
@@ -297,7 +302,8 @@ fn i_grpc_go_over_tls_health_checks() {
     let expected = [(check, 0), (check, 0), (check, 5)];
     let client_end = EndExpect::new(pair.a.ip, None, pair.a.container())
         .process(client.pid(), "grpc-tls-client");
-    let server_end = EndExpect::new(pair.b.ip, Some(port), pair.b.container());
+    let server_end = EndExpect::new(pair.b.ip, Some(port), pair.b.container())
+        .process(server.process.pid(), "grpc-tls-server");
     let records = finish(&mut tap, &pair, expected.len());
     assert_all_tls(&records);
     assert_grpc_calls(&records, &expected, &client_end, &server_end, Some(&target));
@@ -337,7 +343,8 @@ fn j_etcdctl_to_etcd_go116_stack_abi() {
     .expect("get k1");
     assert_eq!(get.stdout, "k1\nv1\n", "what etcdctl get printed");
     assert_eq!(put2.release(b"v2").expect("put k2").trim(), "OK");
-    let server_end = EndExpect::new(pair.b.ip, Some(port), pair.b.container());
+    let server_end = EndExpect::new(pair.b.ip, Some(port), pair.b.container())
+        .process(etcd.process.pid(), "etcd");
     let end = |pid| EndExpect::new(pair.a.ip, None, pair.a.container()).process(pid, "etcdctl");
     let records = finish(&mut tap, &pair, 3);
     assert_all_tls(&records);
@@ -366,8 +373,9 @@ fn j_etcdctl_to_etcd_go116_stack_abi() {
 fn k_python_client_started_after_podtap() {
     let (pair, certs) = pods(CgroupDriver::Systemd, CgroupDriver::Cgroupfs);
     let port = 8446;
-    let _nginx =
+    let nginx =
         Nginx::start_tls(&pair.b, 0, port, &certs.cert, &certs.key).expect("nginx with TLS");
+    let worker = nginx_worker_pid(&nginx).expect("nginx worker");
     let mut tap = podtap();
     let cases = [("/items/late1", 200), ("/items/late2", 200), ("/fail", 503)];
     let paths: Vec<&str> = cases.iter().map(|(p, _)| *p).collect();
@@ -375,7 +383,7 @@ fn k_python_client_started_after_podtap() {
         python_https(&pair.a, 0, &certs.ca, (pair.b.ip, port), 1.5, &paths).expect("python client");
     assert_eq!(statuses, vec![200, 200, 503], "what python got");
     let client = EndExpect::new(pair.a.ip, None, pair.a.container()).process(pid, "python3");
-    let server = EndExpect::new(pair.b.ip, Some(port), pair.b.container());
+    let server = EndExpect::new(pair.b.ip, Some(port), pair.b.container()).process(worker, "nginx");
     let expected = tls_calls(&cases, &format!("{}:{port}", pair.b.ip), &client, &server);
     let records = finish(&mut tap, &pair, expected.len());
     assert_all_tls(&records);
@@ -393,7 +401,7 @@ fn l_fresh_go_binary_started_after_podtap() {
     let dir = TempDir::new("podtap-fresh-go").expect("temp dir");
     let client_bin = dir.path().join("tls-client");
     std::fs::copy(&built, &client_bin).expect("copy the client");
-    let _server = GoServer::start(&pair.b, 0, &server_bin, port, &certs).expect("Go server");
+    let server = GoServer::start(&pair.b, 0, &server_bin, port, &certs).expect("Go server");
     let mut tap = podtap();
     let cases = [("/items/1", 200), ("/fail", 503), ("/items/2", 200)];
     let mut args = vec![
@@ -418,8 +426,14 @@ fn l_fresh_go_binary_started_after_podtap() {
         want
     );
     let client = EndExpect::new(pair.a.ip, None, pair.a.container()).process(run.pid, "tls-client");
-    let server = EndExpect::new(pair.b.ip, Some(port), pair.b.container());
-    let expected = tls_calls(&cases, &format!("{}:{port}", pair.b.ip), &client, &server);
+    let server_end = EndExpect::new(pair.b.ip, Some(port), pair.b.container())
+        .process(server.process.pid(), "tls-server");
+    let expected = tls_calls(
+        &cases,
+        &format!("{}:{port}", pair.b.ip),
+        &client,
+        &server_end,
+    );
     let records = finish(&mut tap, &pair, expected.len());
     assert_all_tls(&records);
     assert_calls(&records, &expected);
@@ -435,8 +449,9 @@ fn l_fresh_go_binary_started_after_podtap() {
 fn m_curl_in_a_container_root_with_its_own_libssl() {
     let (pair, certs) = pods(CgroupDriver::Systemd, CgroupDriver::Systemd);
     let port = 8447;
-    let _nginx =
+    let nginx =
         Nginx::start_tls(&pair.b, 0, port, &certs.cert, &certs.key).expect("nginx with TLS");
+    let worker = nginx_worker_pid(&nginx).expect("nginx worker");
     let curl = require_tool("curl").expect("curl");
     let hello = certs.dir.path().join("hello.txt");
     std::fs::write(&hello, "hello\n").expect("hello.txt");
@@ -486,7 +501,7 @@ fn m_curl_in_a_container_root_with_its_own_libssl() {
     let answers: Vec<&str> = lines.collect();
     assert_eq!(answers, ["200 1.1", "204 1.1", "200 1.1"], "what curl got");
     let client = EndExpect::new(pair.a.ip, None, pair.a.container()).process(run.pid, "curl");
-    let server = EndExpect::new(pair.b.ip, Some(port), pair.b.container());
+    let server = EndExpect::new(pair.b.ip, Some(port), pair.b.container()).process(worker, "nginx");
     let expected = tls_calls(&cases, &format!("{}:{port}", pair.b.ip), &client, &server);
     let records = finish(&mut tap, &pair, expected.len());
     assert_all_tls(&records);
