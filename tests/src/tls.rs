@@ -650,6 +650,74 @@ impl RootDir {
     }
 }
 
+/// grpcio's TLS server and client (`python/grpcio_tls.py`): BoringSSL linked statically, no symbols.
+pub const GRPCIO_TLS_PY: &str = include_str!("../python/grpcio_tls.py");
+
+/// The grpcio TLS server in a pod.
+#[derive(Debug)]
+pub struct GrpcioTlsServer {
+    pub process: PodProcess,
+    pub script: PathBuf,
+    pub dir: TempDir,
+}
+
+impl GrpcioTlsServer {
+    pub fn start(pod: &Pod, container: usize, port: u16, certs: &Certs) -> Result<Self> {
+        let python = python_with("grpc")?;
+        let dir = TempDir::new("podtap-grpcio-tls")?;
+        let script = dir.path().join("grpcio_tls.py");
+        std::fs::write(&script, GRPCIO_TLS_PY)?;
+        let mut process = pod.spawn(
+            container,
+            &python.to_string_lossy(),
+            &[
+                &script.to_string_lossy(),
+                "server",
+                &pod.ip.to_string(),
+                &port.to_string(),
+                &certs.cert.to_string_lossy(),
+                &certs.key.to_string_lossy(),
+            ],
+        )?;
+        if let Err(e) = pod.wait_listening(pod.ip, port, READY_TIMEOUT) {
+            let status = process.child.try_wait().ok().flatten();
+            return Err(e.context(format!("the grpcio TLS server did not start ({status:?})")));
+        }
+        Ok(Self {
+            process,
+            script,
+            dir,
+        })
+    }
+
+    /// Runs the grpcio TLS client in `pod`: `n` unary calls to `target`; returns its replies.
+    pub fn call(
+        &self,
+        pod: &Pod,
+        container: usize,
+        target: &str,
+        ca: &Path,
+        n: u32,
+    ) -> Result<Vec<String>> {
+        let python = python_with("grpc")?;
+        let run = run_client(
+            &mut pod.command(
+                container,
+                &python.to_string_lossy(),
+                &[
+                    &self.script.to_string_lossy(),
+                    "client",
+                    target,
+                    &ca.to_string_lossy(),
+                    &n.to_string(),
+                ],
+            )?,
+            "the grpcio TLS client",
+        )?;
+        Ok(run.stdout.lines().map(str::to_owned).collect())
+    }
+}
+
 /// Waits for `n` records of this pair, stops podtap, checks it exited cleanly, returns the pair's
 /// records (all of them: none may come from ciphertext, see `assert_all_tls`).
 pub fn finish(tap: &mut Podtap, pair: &PodPair, n: usize) -> Vec<Value> {

@@ -5,14 +5,16 @@
 //! Needs root and the podtap binary (see `podtap::binary`).
 
 use podtap_tests::clients::run_client;
+use std::time::Duration;
+
 use podtap_tests::h2::GoSymbols;
 use podtap_tests::records::{assert_calls, call, EndExpect};
 use podtap_tests::redis::RedisCall;
 use podtap_tests::tls::{
     assert_all_tls, assert_connections, assert_grpc_calls, assert_redis_calls, assert_version,
     curl_https, etcd_bin_dir, finish, go_https_client, go_program, https_url, nginx_worker_pid,
-    parse_go_client, python_https, redis_cli_tls, Certs, Etcd, Gated, GoServer, RedisTls, RootDir,
-    RUN_S,
+    parse_go_client, python_https, redis_cli_tls, Certs, Etcd, Gated, GoServer, GrpcioTlsServer,
+    RedisTls, RootDir, RUN_S,
 };
 use podtap_tests::util::{require_tool, run, TempDir};
 use podtap_tests::{CallExpect, CgroupDriver, Nginx, PodPair, Podtap};
@@ -510,4 +512,25 @@ fn m_curl_in_a_container_root_with_its_own_libssl() {
     assert_all_tls(&records);
     assert_calls(&records, &expected);
     assert_connections(&records, 1);
+}
+
+/// grpcio to grpcio over TLS: both ends link BoringSSL statically without symbols, so podtap sees
+/// only ciphertext, and must report nothing at all for these connections (no call parsed from
+/// encrypted bytes, none half-attributed).
+#[test]
+fn n_ciphertext_podtap_cannot_decrypt_yields_no_record() {
+    let (pair, certs) = pods(CgroupDriver::Systemd, CgroupDriver::Cgroupfs);
+    let port = 50444;
+    let server = GrpcioTlsServer::start(&pair.b, 0, port, &certs).expect("grpcio TLS server");
+    let mut tap = podtap();
+    let target = format!("{}:{port}", pair.b.ip);
+    let replies = server
+        .call(&pair.a, 0, &target, &certs.ca, 5)
+        .expect("grpcio TLS client");
+    let want: Vec<String> = (0..5).map(|i| format!("pong:ping {i}")).collect();
+    assert_eq!(replies, want, "what the grpcio client got");
+    // Give any record a moment to show up before podtap stops (it flushes what it holds then).
+    tap.wait_records(&pair.ips(), 1, Duration::from_secs(3));
+    let records = finish(&mut tap, &pair, 0);
+    assert!(records.is_empty(), "records from ciphertext:\n{records:#?}");
 }
