@@ -184,9 +184,16 @@ fn d_redis_cli_tls_to_redis_server_tls() {
     let client = EndExpect::new(pair.a.ip, None, pair.a.container()).process(pid, "redis-cli");
     let server_end = EndExpect::new(pair.b.ip, Some(port), pair.b.container())
         .process(server.process.pid(), "redis-server");
-    let records = finish(&mut tap, &pair, expected.len());
+    // redis-cli reading commands from stdin first asks `COMMAND DOCS`; its ~135 KB reply is not
+    // captured whole, and podtap reports that call `no_response` over plaintext too (checked with the
+    // same redis-cli run without TLS): only its request and ends are asserted.
+    let records = finish(&mut tap, &pair, expected.len() + 1);
     assert_all_tls(&records);
-    assert_redis_calls(&records, &expected, &client, &server_end);
+    let (docs, rest) = records.split_first().expect("records");
+    assert_eq!(docs["request"]["text"], "COMMAND DOCS", "{docs}");
+    client.check(docs, "client");
+    server_end.check(docs, "server");
+    assert_redis_calls(rest, &expected, &client, &server_end);
     assert_connections(&records, 1);
     for r in &records {
         assert!(!r.to_string().contains("hello"), "a value leaked: {r}");
