@@ -718,6 +718,83 @@ impl GrpcioTlsServer {
     }
 }
 
+/// One row of `podtap check --tls`: a TLS code file a process maps.
+#[derive(Clone, Debug)]
+pub struct TlsRow {
+    pub pid: u32,
+    pub process: String,
+    /// `-` outside pods.
+    pub pod_uid: String,
+    /// `yes (N)` (N probes) or `no`.
+    pub hooked: String,
+    pub code: String,
+    pub file: String,
+    /// The `why:` line under the row, if any.
+    pub why: String,
+    /// The row as printed, for messages.
+    pub line: String,
+}
+
+/// Runs `podtap check --tls` and parses its table (`PID PROCESS POD-UID HOOKED TLS-CODE FILE`, a
+/// `why:` line under a row that is not hooked). Fails unless it exits 0.
+pub fn check_tls() -> Result<Vec<TlsRow>> {
+    let out = run(Command::new(crate::podtap::binary()?).args(["check", "--tls"]))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut rows: Vec<TlsRow> = Vec::new();
+    let mut in_table = false;
+    for line in text.lines() {
+        if line.starts_with("PID ") {
+            in_table = true;
+            continue;
+        }
+        if !in_table || line.trim().is_empty() {
+            continue;
+        }
+        if let Some(why) = line.trim().strip_prefix("why:") {
+            if let Some(last) = rows.last_mut() {
+                last.why = why.trim().to_owned();
+            }
+            continue;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (Some(pid), Some(process), Some(pod_uid), Some(file)) = (
+            words.first().and_then(|p| p.parse().ok()),
+            words.get(1),
+            words.get(2),
+            words.last(),
+        ) else {
+            bail!("unexpected line in `podtap check --tls`: {line:?}\n{text}");
+        };
+        // HOOKED is `yes (N)` or `no`; TLS CODE is everything between it and FILE.
+        let rest = &words[3..words.len() - 1];
+        let hooked_len = if rest.first() == Some(&"yes") { 2 } else { 1 };
+        rows.push(TlsRow {
+            pid,
+            process: (*process).to_owned(),
+            pod_uid: (*pod_uid).to_owned(),
+            hooked: rest
+                .iter()
+                .take(hooked_len)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" "),
+            code: rest
+                .iter()
+                .skip(hooked_len)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" "),
+            file: (*file).to_owned(),
+            why: String::new(),
+            line: line.to_owned(),
+        });
+    }
+    if !in_table {
+        bail!("no TLS table in `podtap check --tls`:\n{text}");
+    }
+    Ok(rows)
+}
+
 /// Waits for `n` records of this pair, stops podtap, checks it exited cleanly, returns the pair's
 /// records (all of them: none may come from ciphertext, see `assert_all_tls`).
 pub fn finish(tap: &mut Podtap, pair: &PodPair, n: usize) -> Vec<Value> {

@@ -12,9 +12,9 @@ use podtap_tests::records::{assert_calls, call, EndExpect};
 use podtap_tests::redis::RedisCall;
 use podtap_tests::tls::{
     assert_all_tls, assert_connections, assert_grpc_calls, assert_redis_calls, assert_version,
-    curl_https, etcd_bin_dir, finish, go_https_client, go_program, https_url, nginx_worker_pid,
-    parse_go_client, python_https, redis_cli_tls, Certs, Etcd, Gated, GoServer, GrpcioTlsServer,
-    RedisTls, RootDir, RUN_S,
+    check_tls, curl_https, etcd_bin_dir, finish, go_https_client, go_program, https_url,
+    nginx_worker_pid, parse_go_client, python_https, redis_cli_tls, Certs, Etcd, Gated, GoServer,
+    GrpcioTlsServer, RedisTls, RootDir, RUN_S,
 };
 use podtap_tests::util::{require_tool, run, TempDir};
 use podtap_tests::{CallExpect, CgroupDriver, Nginx, PodPair, Podtap};
@@ -540,4 +540,93 @@ fn n_ciphertext_podtap_cannot_decrypt_yields_no_record() {
     tap.wait_records(&pair.ips(), 1, Duration::from_secs(3));
     let records = finish(&mut tap, &pair, 0);
     assert!(records.is_empty(), "records from ciphertext:\n{records:#?}");
+}
+
+/// `podtap check --tls` lists, per process, the TLS code it found and whether it hooked it: nginx's
+/// libssl (OpenSSL, hooked), a Go server with symbols (register ABI) and etcd (go1.16 stack ABI,
+/// stripped), both hooked, each with its pod; a process with no TLS code at all (`sleep`) is not
+/// listed.
+#[test]
+fn o_podtap_check_tls_lists_what_it_hooks() {
+    let (pair, certs) = pods(CgroupDriver::Systemd, CgroupDriver::Cgroupfs);
+    let nginx =
+        Nginx::start_tls(&pair.b, 0, 8448, &certs.cert, &certs.key).expect("nginx with TLS");
+    let worker = nginx_worker_pid(&nginx).expect("nginx worker");
+    let go_bin = go_program("tls-server", GoSymbols::Kept).expect("build tls-server");
+    let go = GoServer::start(&pair.b, 0, &go_bin, 9448, &certs).expect("Go server");
+    let etcd = Etcd::start(&pair.b, 0, 2481, &certs).expect("etcd");
+    let sleeper = pair.a.spawn(0, "sleep", &["60"]).expect("sleep");
+    let sleep_pid = sleeper.pid();
+    // `ip netns exec` execs sleep in place: wait until it has.
+    podtap_tests::util::wait_until(Duration::from_secs(10), || {
+        let exe = std::fs::read_link(format!("/proc/{sleep_pid}/exe")).ok()?;
+        exe.ends_with("sleep").then_some(())
+    })
+    .expect("sleep running");
+    let rows = check_tls().expect("podtap check --tls");
+    let dump = || {
+        rows.iter()
+            .map(|r| format!("{}\n    why: {}", r.line, r.why))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let of = |pid: u32| {
+        rows.iter()
+            .filter(|r| r.pid == pid)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let uid_b = pair.b.uid();
+    for (pid, name) in [(nginx.process.pid(), "master"), (worker, "worker")] {
+        let nginx_rows = of(pid);
+        let libssl = nginx_rows
+            .iter()
+            .find(|r| r.file.ends_with("libssl.so.3"))
+            .unwrap_or_else(|| panic!("no libssl row for the nginx {name} {pid}:\n{}", dump()));
+        assert_eq!(libssl.pod_uid, uid_b, "{}", libssl.line);
+        assert!(libssl.hooked.starts_with("yes"), "{}", libssl.line);
+        assert!(libssl.code.starts_with("OpenSSL"), "{}", libssl.line);
+        for r in &nginx_rows {
+            assert!(
+                r.file.ends_with("libssl.so.3"),
+                "nginx has no TLS code but its libssl; listed: {}\n    why: {}",
+                r.line,
+                r.why
+            );
+        }
+    }
+    for (pid, abi) in [
+        (go.process.pid(), "register ABI"),
+        (etcd.process.pid(), "stack ABI"),
+    ] {
+        let go_rows = of(pid);
+        assert_eq!(
+            go_rows.len(),
+            1,
+            "one row for Go process {pid}:\n{}",
+            dump()
+        );
+        let r = &go_rows[0];
+        assert_eq!(r.pod_uid, uid_b, "{}", r.line);
+        assert!(
+            r.hooked.starts_with("yes"),
+            "{}\n    why: {}",
+            r.line,
+            r.why
+        );
+        assert!(r.code.starts_with("Go go1."), "{}", r.line);
+        assert!(r.code.contains(abi), "{abi} in {}", r.line);
+    }
+    let etcd_row = &of(etcd.process.pid())[0];
+    assert!(etcd_row.code.contains("go1.16"), "{}", etcd_row.line);
+    assert!(etcd_row.code.contains("stripped"), "{}", etcd_row.line);
+    assert!(
+        of(sleep_pid).is_empty(),
+        "sleep has no TLS code, yet:\n{}",
+        of(sleep_pid)
+            .iter()
+            .map(|r| format!("{}\n    why: {}", r.line, r.why))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
