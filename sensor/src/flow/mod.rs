@@ -946,3 +946,6 @@ impl FlowTable {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tls_tests;
