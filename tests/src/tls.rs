@@ -383,6 +383,7 @@ impl GoServer {
 /// A client process that waits on stdin before talking; killed and reaped on drop if not released.
 #[derive(Debug)]
 pub struct Gated {
+    pid: u32,
     child: Option<Child>,
     stdin: Option<ChildStdin>,
     what: String,
@@ -399,6 +400,7 @@ impl Gated {
         let stdin = child.stdin.take();
         let pid = child.id();
         let this = Self {
+            pid,
             child: Some(child),
             stdin,
             what: what.to_owned(),
@@ -414,8 +416,9 @@ impl Gated {
         Ok(this)
     }
 
+    /// The pid (still known after `release`).
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.pid
     }
 
     /// Writes `input` to its stdin, closes it, waits for the exit and returns stdout; fails with stderr
