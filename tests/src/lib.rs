@@ -19,6 +19,7 @@ pub mod records;
 pub mod redis;
 pub mod servers;
 pub mod tcpdump;
+pub mod tls;
 pub mod util;
 
 pub use cgroup::{CgroupDriver, Container, PodCgroup};

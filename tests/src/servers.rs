@@ -30,6 +30,34 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(pod: &Pod, container: usize, port: u16) -> Result<Self> {
+        Self::launch(pod, container, port, "", "")
+    }
+
+    /// The same server over TLS with `cert`/`key` (PEM): HTTP/2 and HTTP/1.1 offered by ALPN.
+    pub fn start_tls(
+        pod: &Pod,
+        container: usize,
+        port: u16,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<Self> {
+        let tls = format!(
+            "ssl_certificate {};\n        ssl_certificate_key {};",
+            cert.display(),
+            key.display()
+        );
+        Self::launch(pod, container, port, " ssl http2", &tls)
+    }
+
+    /// Writes the config (`listen_options` after the address, `server_lines` inside `server {}`) and
+    /// starts nginx.
+    fn launch(
+        pod: &Pod,
+        container: usize,
+        port: u16,
+        listen_options: &str,
+        server_lines: &str,
+    ) -> Result<Self> {
         let nginx = require_tool("nginx").or_else(|_| {
             let p = std::path::PathBuf::from("/usr/sbin/nginx");
             if p.is_file() {
@@ -62,7 +90,8 @@ http {{
     keepalive_requests 100000;
     default_type application/octet-stream;
     server {{
-        listen {ip}:{port};
+        listen {ip}:{port}{listen_options};
+        {server_lines}
         root {www};
         location /items/ {{ return 200 "item\n"; }}
         location = /empty {{ return 204; }}
