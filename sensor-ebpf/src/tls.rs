@@ -47,6 +47,8 @@ struct TlsCall {
     count_ptr: u64,
     /// `TLS_OP_READ` or `TLS_OP_WRITE`.
     op: u64,
+    /// When the call began (`bpf_ktime_get_ns`).
+    entered: u64,
 }
 
 /// A goroutine of a process.
@@ -184,6 +186,8 @@ pub fn podtap_ssl_entry(ctx: ProbeContext) -> u32 {
         buf,
         count_ptr,
         op: cookie & TLS_OP_READ,
+        // SAFETY: helper without arguments.
+        entered: unsafe { bpf_ktime_get_ns() },
     };
     let _ = SSL_CALLS.insert(&pid_tgid, &call, 0);
     0
@@ -257,6 +261,8 @@ pub fn podtap_go_tls_entry(ctx: ProbeContext) -> u32 {
         buf,
         count_ptr: 0,
         op: cookie & TLS_OP_READ,
+        // SAFETY: helper without arguments.
+        entered: unsafe { bpf_ktime_get_ns() },
     };
     let _ = GO_CALLS.insert(&key, &call, 0);
     // SAFETY: plain map lookup.
@@ -427,9 +433,17 @@ fn emit(tgid: u32, call: &TlsCall, bytes: u64) {
     // SAFETY: the per-CPU scratch slot is ours for the duration of this program run.
     let header: &mut PacketHeader = unsafe { &mut (*scratch).header };
     header.kind = EVENT_TLS_DATA;
-    // SAFETY: helpers without arguments.
-    header.ts_ns = unsafe { bpf_ktime_get_ns() };
+    // A write's bytes are the application's from the moment it calls; a read's once it returns. So
+    // a request written is never later than the response read back, whichever probe reports first
+    // (userspace orders by this time).
+    header.ts_ns = if direction == DIR_EGRESS {
+        call.entered
+    } else {
+        // SAFETY: helper without arguments.
+        unsafe { bpf_ktime_get_ns() }
+    };
     header.cookie = info.cookie;
+    // SAFETY: helper without arguments.
     header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     header.seq = seq;
     header.payload_len = payload_len;

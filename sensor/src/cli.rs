@@ -25,12 +25,9 @@ pub enum Command {
     Check(CheckArgs),
 }
 
+/// Where the node's processes are.
 #[derive(Debug, clap::Args)]
-pub struct CheckArgs {
-    /// Also list, per process, the TLS library podtap found and whether it can hook it (loads the
-    /// eBPF programs and attaches the probes, then detaches them).
-    #[arg(long)]
-    pub tls: bool,
+pub struct ProcArgs {
     /// The node's /proc (in a container: the host's, mounted e.g. at /host/proc).
     #[arg(
         long,
@@ -39,6 +36,16 @@ pub struct CheckArgs {
         env = "PODTAP_PROC_ROOT"
     )]
     pub proc_root: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Also list, per process, the TLS library podtap found and whether it can hook it (loads the
+    /// eBPF programs and attaches the probes, then detaches them).
+    #[arg(long)]
+    pub tls: bool,
+    #[command(flatten)]
+    pub proc: ProcArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -85,14 +92,8 @@ pub struct RunArgs {
     /// Do not hook TLS libraries (OpenSSL, Go crypto/tls): encrypted connections stay unseen.
     #[arg(long)]
     pub no_tls: bool,
-    /// The node's /proc (in a container: the host's, mounted e.g. at /host/proc).
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value = "/proc",
-        env = "PODTAP_PROC_ROOT"
-    )]
-    pub proc_root: PathBuf,
+    #[command(flatten)]
+    pub proc: ProcArgs,
 }
 
 #[derive(Debug, clap::Args)]

@@ -110,7 +110,7 @@ fn main() -> anyhow::Result<()> {
                     ..FlowConfig::default()
                 },
                 duration: args.duration.map(Duration::from_secs_f64),
-                proc_root: args.proc_root,
+                proc_root: args.proc.proc_root,
             };
             let stop = Arc::new(AtomicBool::new(false));
             for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -141,7 +141,7 @@ fn main() -> anyhow::Result<()> {
                 .context("writing the report")?;
             let mut code = report.exit_code();
             if args.tls {
-                if let Err(error) = check_tls(&args.proc_root) {
+                if let Err(error) = check_tls(&args.proc.proc_root) {
                     eprintln!("podtap: TLS check: {error:#}");
                     code = code.max(1);
                 }

@@ -10,6 +10,7 @@
 //! close, segments still waiting for missing bytes are delivered after a gap (the missing bytes will not
 //! come), before the parser's `close`.
 
+mod reorder;
 pub mod stream;
 mod udp;
 
@@ -315,6 +316,7 @@ pub struct FlowTable {
     stats: FlowStats,
     parsed: Vec<ParsedCall>,
     deferred: std::collections::VecDeque<Deferred>,
+    tls_reorder: reorder::TlsReorder,
 }
 
 impl FlowTable {
@@ -335,6 +337,7 @@ impl FlowTable {
             stats: FlowStats::default(),
             parsed: Vec::new(),
             deferred: std::collections::VecDeque::new(),
+            tls_reorder: reorder::TlsReorder::default(),
         }
     }
 
@@ -384,12 +387,58 @@ impl FlowTable {
             Event::Process(_) => {}
             Event::Packet(packet) => {
                 self.release_deferred(packet.ts, calls);
+                self.tls_reorder.seen(packet.ts);
+                if packet.tls {
+                    if let Some((early, payload)) = self.tls_reorder.push(packet) {
+                        self.tls_packet(early, &payload, calls, skips);
+                    }
+                    self.release_tls(0, calls, skips);
+                    return;
+                }
+                if packet.flags.fin || packet.flags.rst {
+                    // The plaintext a connection carried comes before its end.
+                    self.release_tls(UnixNanos::MAX, calls, skips);
+                } else {
+                    self.release_tls(0, calls, skips);
+                }
                 match packet.transport {
                     Transport::Tcp => self.packet(packet, calls, skips),
                     Transport::Udp => self.datagram(packet, calls, skips),
                 }
             }
         }
+    }
+
+    /// Hands held TLS records to the table, in time order: those due by `now` (everything with
+    /// `UnixNanos::MAX`).
+    fn release_tls(
+        &mut self,
+        now: UnixNanos,
+        calls: &mut Vec<FlowCall>,
+        skips: &mut Vec<SkipRequest>,
+    ) {
+        loop {
+            let next = if now == UnixNanos::MAX {
+                self.tls_reorder.pop()
+            } else {
+                self.tls_reorder.pop_due(now)
+            };
+            let Some((packet, payload)) = next else {
+                break;
+            };
+            self.tls_packet(packet, &payload, calls, skips);
+        }
+    }
+
+    fn tls_packet(
+        &mut self,
+        packet: Packet<'_>,
+        payload: &[u8],
+        calls: &mut Vec<FlowCall>,
+        skips: &mut Vec<SkipRequest>,
+    ) {
+        let packet = Packet { payload, ..packet };
+        self.packet(&packet, calls, skips);
     }
 
     fn packet(
@@ -909,6 +958,7 @@ impl FlowTable {
         calls: &mut Vec<FlowCall>,
         skips: &mut Vec<SkipRequest>,
     ) {
+        self.release_tls(now, calls, skips);
         let tcp_deadline = now.saturating_sub(self.config.idle_timeout_ns);
         let udp_deadline = now.saturating_sub(self.config.udp_idle_timeout_ns);
         // Least recently used first; past the later deadline nothing is idle under either timeout.
@@ -936,6 +986,7 @@ impl FlowTable {
 
     /// Closes every connection (end of capture): pending requests are reported as `no_response`.
     pub fn finish(&mut self, calls: &mut Vec<FlowCall>, skips: &mut Vec<SkipRequest>) {
+        self.release_tls(UnixNanos::MAX, calls, skips);
         while let Some((&key, conn)) = self.connections.peek_lru() {
             let ts = conn.last_seen;
             self.close(key, ts, calls, skips);

@@ -11,7 +11,7 @@ pub(super) fn addr(s: &str) -> SocketAddr {
     s.parse().expect("address")
 }
 
-const SYN: TcpFlags = TcpFlags {
+pub(super) const SYN: TcpFlags = TcpFlags {
     syn: true,
     ack: false,
     fin: false,
@@ -23,13 +23,13 @@ const SYN_ACK: TcpFlags = TcpFlags {
     fin: false,
     rst: false,
 };
-const ACK: TcpFlags = TcpFlags {
+pub(super) const ACK: TcpFlags = TcpFlags {
     syn: false,
     ack: true,
     fin: false,
     rst: false,
 };
-const FIN: TcpFlags = TcpFlags {
+pub(super) const FIN: TcpFlags = TcpFlags {
     syn: false,
     ack: true,
     fin: true,
@@ -39,6 +39,22 @@ const FIN: TcpFlags = TcpFlags {
 /// One socket's view of a segment from `src` to `dst`.
 #[allow(clippy::too_many_arguments)]
 fn packet<'a>(
+    cookie: u64,
+    direction: Direction,
+    src: &str,
+    dst: &str,
+    seq: u32,
+    flags: TcpFlags,
+    payload: &'a [u8],
+    ts: UnixNanos,
+) -> Event<'a> {
+    packet_on(false, cookie, direction, src, dst, seq, flags, payload, ts)
+}
+
+/// The same, or (`tls`) the plaintext of one TLS read or write on the socket.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn packet_on<'a>(
+    tls: bool,
     cookie: u64,
     direction: Direction,
     src: &str,
@@ -61,7 +77,7 @@ fn packet<'a>(
         payload,
         flags,
         ts,
-        tls: false,
+        tls,
     })
 }
 

@@ -1,7 +1,7 @@
 //! TLS plaintext as a layer of its socket: calls with `tls`, nothing from the ciphertext, the session
 //! ending with its connection, and one report when both ends are on this node.
 
-use super::tests::{addr, Table};
+use super::tests::{addr, packet_on as event, Table, ACK, FIN, SYN};
 use super::*;
 use crate::capture::TcpFlags;
 
@@ -13,53 +13,6 @@ const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 const CLIENT_HELLO: &[u8] =
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03abcdefghijklmnopqrstuvwxyz012345";
 
-#[allow(clippy::too_many_arguments)]
-fn event<'a>(
-    tls: bool,
-    cookie: u64,
-    direction: Direction,
-    src: &str,
-    dst: &str,
-    seq: u32,
-    flags: TcpFlags,
-    payload: &'a [u8],
-    ts: UnixNanos,
-) -> Event<'a> {
-    Event::Packet(Packet {
-        cookie,
-        transport: Transport::Tcp,
-        cgroup_id: cookie * 100,
-        direction,
-        src: addr(src),
-        dst: addr(dst),
-        seq,
-        payload_len: u32::try_from(payload.len()).expect("fits"),
-        skipped: 0,
-        payload,
-        flags,
-        ts,
-        tls,
-    })
-}
-
-const ACK: TcpFlags = TcpFlags {
-    syn: false,
-    ack: true,
-    fin: false,
-    rst: false,
-};
-const SYN: TcpFlags = TcpFlags {
-    syn: true,
-    ack: false,
-    fin: false,
-    rst: false,
-};
-const FIN: TcpFlags = TcpFlags {
-    syn: false,
-    ack: true,
-    fin: true,
-    rst: false,
-};
 const NONE: TcpFlags = TcpFlags {
     syn: false,
     ack: false,
@@ -109,6 +62,8 @@ fn plaintext_makes_a_tls_call_and_ciphertext_none() {
         RESPONSE,
         4 * MS,
     ));
+    assert!(t.calls.is_empty(), "held for the reorder window");
+    t.tick(100 * MS);
     assert_eq!(t.calls.len(), 1, "one call from the plaintext");
     let call = &t.calls[0];
     assert!(call.tls);
@@ -193,15 +148,12 @@ fn the_session_ends_with_its_connection() {
     assert_eq!(t.table.connections(), 0, "both layers closed");
 }
 
-#[test]
-fn a_server_call_waits_for_its_client_side_and_is_reported_once() {
+/// Both sockets' packets are seen (both ends on this node), then the server's probes report a whole
+/// call first: it read the request before the client's SSL_write returned.
+fn server_side_first(t: &mut Table, c: u64, s: u64) {
     use Direction::{Egress, Ingress};
-    let mut t = Table::new(FlowConfig::default());
-    let (c, s) = (1, 2);
-    // Both sockets' packets are seen (both ends on this node).
     t.handle(&event(false, c, Egress, CLIENT, SERVER, 100, SYN, &[], MS));
     t.handle(&event(false, s, Ingress, CLIENT, SERVER, 100, SYN, &[], MS));
-    // The server's probes report first: it read the request before the client's SSL_write returned.
     t.handle(&event(
         true,
         s,
@@ -224,6 +176,14 @@ fn a_server_call_waits_for_its_client_side_and_is_reported_once() {
         RESPONSE,
         3 * MS,
     ));
+}
+
+#[test]
+fn a_server_call_waits_for_its_client_side_and_is_reported_once() {
+    use Direction::{Egress, Ingress};
+    let mut t = Table::new(FlowConfig::default());
+    let (c, s) = (1, 2);
+    server_side_first(&mut t, c, s);
     assert!(
         t.calls.is_empty(),
         "held back: the client's side may still come"
@@ -250,6 +210,7 @@ fn a_server_call_waits_for_its_client_side_and_is_reported_once() {
         RESPONSE,
         5 * MS,
     ));
+    t.tick(100 * MS);
     assert_eq!(t.calls.len(), 1, "the client's side reports");
     t.tick(2_000 * MS);
     assert_eq!(t.calls.len(), 1, "and the server's copy is dropped");
@@ -261,7 +222,6 @@ fn a_server_call_waits_for_its_client_side_and_is_reported_once() {
 
 #[test]
 fn a_server_call_whose_client_tls_is_unseen_goes_out_after_the_wait_with_both_sockets() {
-    use Direction::{Egress, Ingress};
     let mut t = Table::new(FlowConfig::default());
     let (c, s) = (1, 2);
     t.handle(&Event::Owner(Owner {
@@ -270,30 +230,7 @@ fn a_server_call_whose_client_tls_is_unseen_goes_out_after_the_wait_with_both_so
         comm: "grpcio-client".into(),
         cgroup_id: 100,
     }));
-    t.handle(&event(false, c, Egress, CLIENT, SERVER, 100, SYN, &[], MS));
-    t.handle(&event(false, s, Ingress, CLIENT, SERVER, 100, SYN, &[], MS));
-    t.handle(&event(
-        true,
-        s,
-        Ingress,
-        CLIENT,
-        SERVER,
-        0,
-        NONE,
-        REQUEST,
-        2 * MS,
-    ));
-    t.handle(&event(
-        true,
-        s,
-        Egress,
-        SERVER,
-        CLIENT,
-        0,
-        NONE,
-        RESPONSE,
-        3 * MS,
-    ));
+    server_side_first(&mut t, c, s);
     assert!(t.calls.is_empty());
     t.tick(2_000 * MS);
     assert_eq!(t.calls.len(), 1, "nobody else reports it");
@@ -307,4 +244,80 @@ fn a_server_call_whose_client_tls_is_unseen_goes_out_after_the_wait_with_both_so
         .expect("client socket on this node");
     assert_eq!(client.cookie, c);
     assert_eq!(client.owner.as_ref().map(|o| o.pid), Some(11));
+}
+
+#[test]
+fn a_response_reported_before_its_request_is_put_back_in_order() {
+    use Direction::{Egress, Ingress};
+    let mut t = Table::new(FlowConfig::default());
+    let c = 7;
+    t.handle(&event(false, c, Egress, CLIENT, SERVER, 100, SYN, &[], MS));
+    // Two calls on one session. The reader's probe reports each response before the writer's probe
+    // (on another thread) reports the request; the kernel stamps the write with the time it began.
+    t.handle(&event(
+        true,
+        c,
+        Ingress,
+        SERVER,
+        CLIENT,
+        0,
+        NONE,
+        RESPONSE,
+        3 * MS,
+    ));
+    t.handle(&event(
+        true,
+        c,
+        Egress,
+        CLIENT,
+        SERVER,
+        0,
+        NONE,
+        REQUEST,
+        2 * MS,
+    ));
+    let second = b"GET /second HTTP/1.1\r\nHost: api\r\n\r\n";
+    let not_found = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+    let (req_len, resp_len) = (REQUEST.len() as u32, RESPONSE.len() as u32);
+    t.handle(&event(
+        true,
+        c,
+        Ingress,
+        SERVER,
+        CLIENT,
+        resp_len,
+        NONE,
+        not_found,
+        5 * MS,
+    ));
+    t.handle(&event(
+        true,
+        c,
+        Egress,
+        CLIENT,
+        SERVER,
+        req_len,
+        NONE,
+        second,
+        4 * MS,
+    ));
+    t.tick(100 * MS);
+    let got: Vec<(String, Option<u16>)> = t
+        .calls
+        .iter()
+        .map(|call| match (&call.parsed.request, &call.parsed.response) {
+            (crate::model::Request::Http(req), Some(crate::model::Response::Http(resp))) => {
+                (req.path.clone(), Some(resp.status))
+            }
+            (crate::model::Request::Http(req), _) => (req.path.clone(), None),
+            other => panic!("not HTTP: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("/secret".to_owned(), Some(200)),
+            ("/second".to_owned(), Some(404))
+        ]
+    );
 }
