@@ -25,4 +25,4 @@ pub use cgroup::{CgroupDriver, Container, PodCgroup};
 pub use netns::{Pod, PodPair};
 pub use podtap::{Podtap, PodtapOutput};
 pub use records::CallExpect;
-pub use servers::{Nginx, PythonServer};
+pub use servers::{Nginx, PythonServer, TlsCert};
