@@ -2,7 +2,9 @@
 //! without podtap, N seconds with `podtap run --output jsonl` writing to a file, and N seconds without
 //! again (the machines are shared and drift: the baseline is the mean of the runs before and after).
 //! Reports the throughput ratio, the added latency, podtap's CPU time per 1,000 calls and peak RSS (from
-//! wait4's rusage), and calls reported vs requests completed.
+//! wait4's rusage), the time its eBPF programs ran (kernel run-time statistics: that time is charged to
+//! the processes whose packets and calls they see, not to podtap), and calls reported vs requests
+//! completed.
 //!
 //! Plain: wrk over HTTP/1.1, `target/bench/overhead.json`. `--tls`: wrk over HTTPS (HTTP/1.1) against a
 //! self-signed certificate generated into `target/bench/`, `overhead-tls.json`; only calls marked
@@ -19,6 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use podtap_tests::bpf::{podtap_programs, programs_held_by};
 use podtap_tests::clients::wrk;
 use podtap_tests::h2::h2load_for;
 use podtap_tests::records::involves;
@@ -139,10 +142,14 @@ pub fn overhead(bin: &Path, seconds: u32, connections: u32, traffic: Traffic) ->
     let before = run(seconds)?;
 
     let calls_path = out_dir.join(format!("{}-calls.jsonl", traffic.stem()));
+    // Kernel run-time statistics of eBPF programs, on while this descriptor is open.
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .context("enabling eBPF run-time statistics (BPF_ENABLE_STATS)")?;
     let podtap = PodtapRun::start(bin, &calls_path, seconds)?;
     eprintln!("xtask: {seconds} s of {client} with podtap");
     let with = run(seconds)?;
     let podtap = podtap.finish(&calls_path)?;
+    drop(stats);
 
     eprintln!("xtask: {seconds} s of {client} without podtap, again");
     let after = run(seconds)?;
@@ -171,6 +178,9 @@ pub fn overhead(bin: &Path, seconds: u32, connections: u32, traffic: Traffic) ->
     let cpu_ms_per_1k_calls = per_1k(reported);
     let cpu_ms_per_1k_requests = per_1k(with.requests);
     let rss_mib = podtap.usage.ru_maxrss as f64 / 1024.0;
+    let bpf_ns: u64 = podtap.bpf.iter().map(|p| p.run_time_ns).sum();
+    let bpf_ms_per_1k_requests =
+        (with.requests > 0).then(|| bpf_ns as f64 / 1e6 / (with.requests as f64 / 1000.0));
 
     let protocol = match traffic {
         Traffic::Plain => "HTTP/1.1",
@@ -222,6 +232,10 @@ pub fn overhead(bin: &Path, seconds: u32, connections: u32, traffic: Traffic) ->
         ("podtap CPU seconds (user+sys)", format!("{cpu_s:.2}")),
         ("podtap peak RSS (MiB)", format!("{rss_mib:.1}")),
         (
+            "eBPF run time ms per 1,000 requests",
+            ms(bpf_ms_per_1k_requests),
+        ),
+        (
             "client errors (before/with/after)",
             format!("{}/{}/{}", before.errors, with.errors, after.errors),
         ),
@@ -242,6 +256,14 @@ pub fn overhead(bin: &Path, seconds: u32, connections: u32, traffic: Traffic) ->
     for (label, value) in &rows {
         println!("{label:<36} {value:>14}");
     }
+    for p in &podtap.bpf {
+        println!(
+            "  eBPF {:<28} {:>10} runs {:>8.0} ns/run",
+            p.name,
+            p.run_count,
+            p.run_time_ns as f64 / p.run_count.max(1) as f64
+        );
+    }
     if !podtap.summary.is_empty() {
         println!("{}", podtap.summary);
     }
@@ -261,6 +283,10 @@ pub fn overhead(bin: &Path, seconds: u32, connections: u32, traffic: Traffic) ->
         "podtap_cpu_ms_per_1000_calls": cpu_ms_per_1k_calls,
         "podtap_cpu_ms_per_1000_requests": cpu_ms_per_1k_requests,
         "podtap_peak_rss_kib": podtap.usage.ru_maxrss,
+        "ebpf_ms_per_1000_requests": bpf_ms_per_1k_requests,
+        "ebpf_programs": podtap.bpf.iter().map(|p| json!({
+            "name": p.name, "runs": p.run_count, "run_time_ns": p.run_time_ns,
+        })).collect::<Vec<_>>(),
         "calls_reported": reported,
         "calls_reported_tls": calls.tls,
         "calls_reported_all": calls.all,
@@ -291,6 +317,8 @@ struct PodtapRun {
 /// What a finished podtap run used.
 struct PodtapUsage {
     usage: libc::rusage,
+    /// podtap's eBPF programs (summed by name) while statistics were on.
+    bpf: Vec<BpfUse>,
     /// The `podtap: summary ...` line, or empty.
     summary: String,
 }
@@ -367,6 +395,7 @@ impl PodtapRun {
             last = n;
         }
         let pid = self.child.id() as i32;
+        let bpf = bpf_use(self.child.id())?;
         // SAFETY: kill(2) and wait4(2) on our own child; rusage is plain data.
         let (status, usage) = unsafe {
             libc::kill(pid, libc::SIGINT);
@@ -400,8 +429,43 @@ impl PodtapRun {
                 self.log.join("\n")
             );
         }
-        Ok(PodtapUsage { usage, summary })
+        Ok(PodtapUsage {
+            usage,
+            bpf,
+            summary,
+        })
     }
+}
+
+/// Run time of the eBPF programs of one name (the kernel keeps 15 characters of a name, so programs
+/// whose names differ later are summed together).
+struct BpfUse {
+    name: String,
+    run_time_ns: u64,
+    run_count: u64,
+}
+
+/// The eBPF programs process `pid` holds, summed by name.
+fn bpf_use(pid: u32) -> Result<Vec<BpfUse>> {
+    let held = programs_held_by(pid)?;
+    let mut by_name: Vec<BpfUse> = Vec::new();
+    for p in podtap_programs()?
+        .into_iter()
+        .filter(|p| held.contains(&p.id))
+    {
+        match by_name.iter_mut().find(|u| u.name == p.name) {
+            Some(u) => {
+                u.run_time_ns += p.run_time_ns;
+                u.run_count += p.run_count;
+            }
+            None => by_name.push(BpfUse {
+                name: p.name,
+                run_time_ns: p.run_time_ns,
+                run_count: p.run_count,
+            }),
+        }
+    }
+    Ok(by_name)
 }
 
 fn tv(t: libc::timeval) -> f64 {
