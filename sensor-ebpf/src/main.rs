@@ -7,13 +7,24 @@
 //!   on send no payload (UDP: nothing at all).
 //! - `podtap_sock_send` / `podtap_sock_recv` (`tp_btf` on `sock_send_length` / `sock_recv_length`,
 //!   kernel >= 6.3): in the context of the process that sends or receives, tie the socket cookie to
-//!   that process (`SockOwnerEvent`), once per socket and owner.
+//!   that process (`SockOwnerEvent`), once per socket and owner. Inside a hooked TLS call they also tie
+//!   the call's TLS object to the socket (`TLS_CONNS`): that is how plaintext finds its connection
+//!   without kprobes.
+//! - `podtap_ssl_entry` / `podtap_ssl_return` (uprobe / uretprobe on OpenSSL's `SSL_write`, `SSL_read`,
+//!   `SSL_write_ex`, `SSL_read_ex`) and `podtap_go_tls_entry` / `podtap_go_tls_return` (uprobes on Go's
+//!   `crypto/tls.(*Conn).Write/Read` and on each of their RET instructions: uretprobes break Go's
+//!   moving stacks): the plaintext each call passed, as a `PacketHeader` record of kind
+//!   `EVENT_TLS_DATA` on the socket the call used.
+//! - `podtap_exec` / `podtap_exit` (tracepoints `sched_process_exec` / `sched_process_exit`): new
+//!   programs to look at for TLS libraries, and processes whose state can go.
 //!
 //! The programs only produce events; every decision about protocols is userspace's.
 #![no_std]
 #![no_main]
 
 use core::{ffi::c_void, mem::size_of, ptr::addr_of_mut};
+
+mod tls;
 
 use aya_ebpf::{
     bindings::__sk_buff,
@@ -30,8 +41,8 @@ use podtap_common::{
     PacketHeader, SkipKey, SkipValue, SockOwnerEvent, COUNTER_BYTES_SKIPPED, COUNTER_COUNT,
     COUNTER_NOT_PARSED, COUNTER_OWNER_RINGBUF_FULL, COUNTER_PACKETS, COUNTER_PAYLOAD_TRUNCATED,
     COUNTER_RINGBUF_FULL, DEFAULT_MAX_PAYLOAD, DIR_EGRESS, DIR_INGRESS, EVENT_PACKET,
-    EVENT_SOCK_OWNER, MAX_PAYLOAD_LIMIT, PROTO_TCP, PROTO_UDP, SKIP_ALL, SKIP_UNTIL_SEQ, TCP_FIN,
-    TCP_RST, TCP_SYN,
+    EVENT_SOCK_OWNER, LAYER_PACKETS, MAX_PAYLOAD_LIMIT, PROTO_TCP, PROTO_UDP, SKIP_ALL,
+    SKIP_UNTIL_SEQ, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 /// Capped payload prefix copied per segment; set by the loader from `--max-payload`.
@@ -75,9 +86,14 @@ struct Scratch {
 }
 
 /// A record is built here (it is too big for the 512-byte stack), then copied into the ring buffer
-/// with its real length.
+/// with its real length. One slot per kind of program that may interrupt another on the same CPU
+/// (`SCRATCH_*`): an ingress packet's softirq can run in the middle of an egress program or a uprobe.
 #[map]
-static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(3, 0);
+
+const SCRATCH_EGRESS: u32 = 0;
+const SCRATCH_INGRESS: u32 = 1;
+const SCRATCH_TLS: u32 = 2;
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
@@ -116,6 +132,87 @@ fn count(index: u32, by: u64) {
     }
 }
 
+/// How many payload bytes at the start of a segment (or TLS call) userspace asked not to get, from
+/// the `SKIP` map; `None` when the record is not worth sending at all. `control`: the segment carries
+/// SYN/FIN/RST (always reported); `sequenced`: `seq` is meaningful (TCP, TLS), so skips by sequence
+/// number apply.
+#[inline(always)]
+fn skipped_prefix(
+    cookie: u64,
+    direction: u8,
+    layer: u32,
+    sequenced: bool,
+    seq: u32,
+    payload_len: u32,
+    control: u8,
+) -> Option<u32> {
+    let key = SkipKey {
+        cookie,
+        direction: u32::from(direction),
+        layer,
+    };
+    // SAFETY: plain map lookup; the value is copied out at once.
+    let Some(skip) = (unsafe { SKIP.get(&key) }) else {
+        return Some(0);
+    };
+    let skip: SkipValue = *skip;
+    if skip.mode == SKIP_ALL {
+        count(COUNTER_NOT_PARSED, u64::from(payload_len));
+        if control == 0 {
+            return None; // userspace only wants to know when it ends
+        }
+        return Some(payload_len);
+    }
+    if skip.mode != SKIP_UNTIL_SEQ || !sequenced {
+        return Some(0);
+    }
+    // Serial-number arithmetic: how far the skip end lies past this segment's first byte.
+    let ahead = skip.until_seq.wrapping_sub(seq) as i32;
+    if ahead <= 0 {
+        return Some(0);
+    }
+    let ahead = ahead as u32;
+    if ahead > payload_len && control == 0 {
+        // Wholly inside a skipped body: nothing to report, not even timing.
+        count(COUNTER_BYTES_SKIPPED, u64::from(payload_len));
+        return None;
+    }
+    let skipped = if ahead < payload_len {
+        ahead
+    } else {
+        payload_len
+    };
+    count(COUNTER_BYTES_SKIPPED, u64::from(skipped));
+    Some(skipped)
+}
+
+/// How many of `available` bytes a record carries: capped by `--max-payload` and the scratch size.
+/// Counts the cut.
+#[inline(always)]
+fn capped(available: u32) -> u32 {
+    // SAFETY: a global the loader may rewrite before load; read it as such.
+    let cap = unsafe { core::ptr::read_volatile(&MAX_PAYLOAD) };
+    let mut want = available;
+    if want > cap {
+        want = cap;
+    }
+    if want > MAX_PAYLOAD_LIMIT as u32 {
+        want = MAX_PAYLOAD_LIMIT as u32;
+    }
+    if want < available {
+        count(COUNTER_PAYLOAD_TRUNCATED, 1);
+    }
+    want
+}
+
+/// `want` - 1 masked into [0, MAX_PAYLOAD_LIMIT) and + 1: a length the verifier sees in
+/// [1, MAX_PAYLOAD_LIMIT] on the very register passed to a copy helper (a copy checked for zero
+/// elsewhere does not count). `want` must be non-zero; MAX_PAYLOAD_LIMIT is a power of two.
+#[inline(always)]
+fn verifier_len(want: u32) -> u32 {
+    ((want - 1) & (MAX_PAYLOAD_LIMIT as u32 - 1)) + 1
+}
+
 #[cgroup_skb(egress)]
 pub fn podtap_egress(ctx: SkBuffContext) -> i32 {
     let _ = try_capture(&ctx, DIR_EGRESS);
@@ -133,7 +230,12 @@ fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
     let skb: *mut __sk_buff = ctx.skb.skb;
     // `skb->protocol` holds the big-endian ethertype in the low 16 bits.
     let ethertype = u16::from_be(ctx.skb.protocol() as u16);
-    let scratch = SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
+    let slot = if direction == DIR_EGRESS {
+        SCRATCH_EGRESS
+    } else {
+        SCRATCH_INGRESS
+    };
+    let scratch = SCRATCH.get_ptr_mut(slot).ok_or(0i64)?;
     // SAFETY: the per-CPU scratch slot is ours for the duration of this program run.
     let header: &mut PacketHeader = unsafe { &mut (*scratch).header };
 
@@ -203,40 +305,18 @@ fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
     }
 
     // How much of the payload userspace does not want.
-    let mut skipped: u32 = 0;
-    let key = SkipKey {
+    let tcp = protocol == IPPROTO_TCP;
+    let Some(skipped) = skipped_prefix(
         cookie,
-        direction: u32::from(direction),
-        layer: podtap_common::LAYER_PACKETS,
+        direction,
+        LAYER_PACKETS,
+        tcp,
+        seq,
+        payload_len,
+        control,
+    ) else {
+        return Ok(());
     };
-    // SAFETY: plain map lookup; the value is copied out at once.
-    if let Some(skip) = unsafe { SKIP.get(&key) } {
-        let skip: SkipValue = *skip;
-        if skip.mode == SKIP_ALL {
-            count(COUNTER_NOT_PARSED, u64::from(payload_len));
-            if control == 0 {
-                return Ok(()); // userspace only wants to know when it ends
-            }
-            skipped = payload_len;
-        } else if skip.mode == SKIP_UNTIL_SEQ && protocol == IPPROTO_TCP {
-            // Serial-number arithmetic: how far the skip end lies past this segment's first byte.
-            let ahead = skip.until_seq.wrapping_sub(seq) as i32;
-            if ahead > 0 {
-                let ahead = ahead as u32;
-                if ahead > payload_len && control == 0 {
-                    // Wholly inside a skipped body: nothing to report, not even timing.
-                    count(COUNTER_BYTES_SKIPPED, u64::from(payload_len));
-                    return Ok(());
-                }
-                skipped = if ahead < payload_len {
-                    ahead
-                } else {
-                    payload_len
-                };
-                count(COUNTER_BYTES_SKIPPED, u64::from(skipped));
-            }
-        }
-    }
 
     header.kind = EVENT_PACKET;
     // SAFETY: helper on the program's own context / clock.
@@ -255,26 +335,13 @@ fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
     header.protocol = protocol;
     header._pad2 = 0;
 
-    // SAFETY: a global the loader may rewrite before load; read it as such.
-    let cap = unsafe { core::ptr::read_volatile(&MAX_PAYLOAD) };
-    let mut want = payload_len - skipped;
-    if want > cap {
-        want = cap;
-    }
-    if want > MAX_PAYLOAD_LIMIT as u32 {
-        want = MAX_PAYLOAD_LIMIT as u32;
-    }
-    if want < payload_len - skipped {
-        count(COUNTER_PAYLOAD_TRUNCATED, 1);
-    }
+    let want = capped(payload_len - skipped);
     let mut captured: u32 = 0;
     if want > 0 {
         // SAFETY: scratch is a valid per-CPU slot with MAX_PAYLOAD_LIMIT bytes of room; `want` is
         // bounded by it above and non-zero (the verifier rejects a possibly-zero length).
         let payload: *mut [u8; MAX_PAYLOAD_LIMIT] = unsafe { addr_of_mut!((*scratch).payload) };
-        // Written so that the verifier sees the length in [1, MAX_PAYLOAD_LIMIT] on the very register
-        // passed (a copy checked for zero elsewhere does not count). MAX_PAYLOAD_LIMIT is a power of two.
-        let len = ((want - 1) & (MAX_PAYLOAD_LIMIT as u32 - 1)) + 1;
+        let len = verifier_len(want);
         let ret = unsafe {
             bpf_skb_load_bytes(
                 skb.cast::<c_void>(),
@@ -320,13 +387,16 @@ fn try_owner(ctx: &BtfTracePointContext) -> Result<(), i64> {
     }
     // SAFETY: `sk` is a BTF-typed socket pointer, which is what this helper takes in tracing programs.
     let cookie = unsafe { bpf_get_socket_cookie(sk) };
-    let tgid = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
+    // SAFETY: helper without arguments.
+    let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
+    let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: a global the loader may rewrite before load.
     let self_tgid = unsafe { core::ptr::read_volatile(&SELF_TGID) };
     if tgid == self_tgid {
         let _ = EXCLUDED.insert(&cookie, &1u8, 0);
         return Ok(());
     }
+    tls::bind_socket(sk, family, cookie, pid_tgid);
     // SAFETY: plain map lookup, value copied.
     if let Some(known) = unsafe { OWNERS.get(&cookie) } {
         if *known == tgid {
@@ -355,12 +425,19 @@ fn try_owner(ctx: &BtfTracePointContext) -> Result<(), i64> {
 
 #[inline(always)]
 unsafe fn bpf_probe_read_kernel_u16(src: *const u8) -> Result<u16, i64> {
-    let mut value: u16 = 0;
-    // SAFETY: the helper checks the source address itself; the destination is a local.
+    // SAFETY: forwarded.
+    unsafe { read_kernel::<u16>(src) }
+}
+
+/// Reads a `T` from kernel memory (the helper checks the address).
+#[inline(always)]
+unsafe fn read_kernel<T: Copy + Default>(src: *const u8) -> Result<T, i64> {
+    let mut value = T::default();
+    // SAFETY: the helper checks the source address itself; the destination is a local of size T.
     let ret = unsafe {
         bpf_probe_read_kernel(
             core::ptr::from_mut(&mut value).cast::<c_void>(),
-            2,
+            size_of::<T>() as u32,
             src.cast::<c_void>(),
         )
     };

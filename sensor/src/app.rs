@@ -17,9 +17,12 @@ use crate::{
         ebpf::{CaptureError, EbpfCapture, EbpfConfig, KernelCounters},
         pcap::{self, PcapReadError, PcapStats},
     },
+    capture::{Event, ProcessChange},
     enrich::{enrich, CgroupLookup, NoCgroups},
     export::Sink,
     flow::{FlowCall, FlowConfig, FlowStats, FlowTable, SkipRequest},
+    host::procfs::ProcFs,
+    tls::{TlsHookStats, TlsHooks},
 };
 
 /// How long the reader sleeps when the ring buffer is empty. The kernel wakes it earlier only when a
@@ -41,6 +44,8 @@ pub struct LiveOptions {
     pub ebpf: EbpfConfig,
     pub flow: FlowConfig,
     pub duration: Option<Duration>,
+    /// The `/proc` tree of the node's processes (TLS libraries are found through it).
+    pub proc_root: std::path::PathBuf,
 }
 
 /// Counters of one run, printed as the summary line.
@@ -52,6 +57,7 @@ pub struct Summary {
     pub decode_errors: u64,
     pub skip_errors: u64,
     pub pcap: PcapStats,
+    pub tls: TlsHookStats,
 }
 
 impl Summary {
@@ -65,7 +71,8 @@ impl Summary {
              packets={} ring_buffer_full={} owner_ring_buffer_full={} payload_truncated={} bytes_skipped={} \
              gaps={} gap_bytes={} retransmits={} out_of_order={} stream_overflow={} malformed={} pending_overflow={} unmatched_responses={} \
              evicted={} idle_closed={} decode_errors={} skip_errors={} frames={} not_tcp_udp={} ip_fragments={} undecodable_frames={} \
-             unsupported_link_frames={} snaplen_cut_frames={}",
+             unsupported_link_frames={} snaplen_cut_frames={} tls_records={} tls_unbound={} tls_ring_buffer_full={} \
+             tls_files_hooked={} tls_files_unhookable={} tls_probes={} process_ring_buffer_full={}",
             self.calls_written,
             f.connections_opened,
             f.connections_unrecognised,
@@ -95,6 +102,13 @@ impl Summary {
             self.pcap.undecodable,
             self.pcap.unsupported_link,
             self.pcap.snaplen_cut,
+            k.tls_records,
+            k.tls_unbound,
+            k.tls_ring_buffer_full,
+            self.tls.files_hooked,
+            self.tls.files_unhookable,
+            self.tls.probes_attached,
+            k.process_ring_buffer_full,
         )
     }
 }
@@ -125,6 +139,15 @@ pub fn run_live(
     ready: &mut dyn Write,
 ) -> Result<Summary, AppError> {
     let mut capture = EbpfCapture::start(&options.ebpf)?;
+    let mut tls = options
+        .ebpf
+        .tls
+        .then(|| TlsHooks::new(ProcFs::new(&options.proc_root)));
+    if let Some(tls) = &mut tls {
+        // Processes already running are hooked before podtap says it captures.
+        tls.scan_all(&mut capture);
+    }
+    let mut tls_work: Vec<TlsWork> = Vec::new();
     let _ = writeln!(ready, "podtap: capturing");
     let _ = ready.flush();
     let mut flow = FlowTable::new(options.flow);
@@ -139,13 +162,27 @@ pub fn run_live(
             break Ok(());
         }
         let polled = capture.poll(POLL_INTERVAL, |event| {
-            flow.handle(event, &mut calls, &mut skips)
+            flow.handle(event, &mut calls, &mut skips);
+            if tls.is_some() {
+                tls_work.extend(TlsWork::of(event));
+            }
         });
         if let Err(error) = polled {
             break Err(AppError::from(error));
         }
         capture.apply_skips(&skips);
         skips.clear();
+        if let Some(tls) = &mut tls {
+            let now = Instant::now();
+            for work in tls_work.drain(..) {
+                match work {
+                    TlsWork::Exec(pid) => tls.exec(pid, now),
+                    TlsWork::Exit(pid) => tls.exit(&mut capture, pid),
+                    TlsWork::SocketUsed(pid) => tls.socket_used(pid, now),
+                }
+            }
+            tls.run_due(&mut capture, now);
+        }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
             flow.tick(unix_now(), &mut calls, &mut skips);
@@ -169,8 +206,44 @@ pub fn run_live(
     summary.kernel = capture.counters();
     summary.decode_errors = capture.decode_errors;
     summary.skip_errors = capture.skip_errors;
+    if let Some(tls) = &tls {
+        summary.tls = tls.stats();
+    }
+    drop(tls);
     drop(capture);
     result.and(written).map(|()| summary)
+}
+
+/// Hooks the TLS code of every process once, and says what it found (`podtap check --tls`).
+///
+/// # Errors
+/// Loading the programs fails.
+pub fn check_tls(
+    config: &EbpfConfig,
+    proc_root: &Path,
+) -> Result<Vec<crate::tls::ReportRow>, AppError> {
+    let mut capture = EbpfCapture::start(config)?;
+    let mut tls = TlsHooks::new(ProcFs::new(proc_root));
+    tls.scan_all(&mut capture);
+    Ok(tls.report())
+}
+
+/// What a kernel event asks of the TLS hooks (taken out of the poll, which holds the capture).
+enum TlsWork {
+    Exec(u32),
+    Exit(u32),
+    SocketUsed(u32),
+}
+
+impl TlsWork {
+    fn of(event: &Event<'_>) -> Option<Self> {
+        match event {
+            Event::Process(ProcessChange::Exec(pid)) => Some(TlsWork::Exec(*pid)),
+            Event::Process(ProcessChange::Exit(pid)) => Some(TlsWork::Exit(*pid)),
+            Event::Owner(owner) => Some(TlsWork::SocketUsed(owner.pid)),
+            Event::Packet(_) => None,
+        }
+    }
 }
 
 /// Rebuilds the calls of a capture file.

@@ -22,7 +22,23 @@ pub enum Command {
     /// Rebuild the calls in a pcap or pcapng file.
     Replay(ReplayArgs),
     /// Probe this node for what podtap needs; exit non-zero when a required item is missing.
-    Check,
+    Check(CheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Also list, per process, the TLS library podtap found and whether it can hook it (loads the
+    /// eBPF programs and attaches the probes, then detaches them).
+    #[arg(long)]
+    pub tls: bool,
+    /// The node's /proc (in a container: the host's, mounted e.g. at /host/proc).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/proc",
+        env = "PODTAP_PROC_ROOT"
+    )]
+    pub proc_root: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -66,6 +82,17 @@ pub struct RunArgs {
     /// The cgroup v2 mount to attach to (default: found in /proc/self/mountinfo).
     #[arg(long, value_name = "PATH")]
     pub cgroup_root: Option<PathBuf>,
+    /// Do not hook TLS libraries (OpenSSL, Go crypto/tls): encrypted connections stay unseen.
+    #[arg(long)]
+    pub no_tls: bool,
+    /// The node's /proc (in a container: the host's, mounted e.g. at /host/proc).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/proc",
+        env = "PODTAP_PROC_ROOT"
+    )]
+    pub proc_root: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]

@@ -34,7 +34,9 @@ impl CgroupLookup for NoCgroups {
 pub fn enrich(call: FlowCall, cgroups: &mut dyn CgroupLookup) -> Call {
     let client = endpoint(&call.client, cgroups);
     let server = endpoint(&call.server, cgroups);
-    Call::new(call.parsed, call.transport, client, server)
+    let mut record = Call::new(call.parsed, call.transport, client, server);
+    record.tls = call.tls;
+    record
 }
 
 fn endpoint(end: &FlowEnd, cgroups: &mut dyn CgroupLookup) -> Endpoint {

@@ -459,6 +459,7 @@ pub fn flow_table(data: &[u8]) {
                     payload: body,
                     flags,
                     ts,
+                    tls: false,
                 };
                 flow.handle(&Event::Packet(packet), &mut calls, &mut skips);
             }

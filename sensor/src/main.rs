@@ -50,21 +50,48 @@ fn require_privileges() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Mounts what the programs need and finds the cgroup v2 root to attach to.
+fn prepare_host(cgroup_root: Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
+    let mounts = host::mounts::ensure_mounted().context("mounting tracefs and bpffs")?;
+    log::debug!("tracefs {}, bpffs {}", mounts.tracefs, mounts.bpffs);
+    match cgroup_root {
+        Some(path) => Ok(path),
+        None => host::mounts::HostMounts::detect()
+            .context("reading /proc/self/mountinfo")?
+            .cgroup2
+            .context(
+                "no cgroup v2 mount found: podtap attaches to the cgroup v2 root (run `podtap check`)",
+            ),
+    }
+}
+
+/// `podtap check --tls`: loads the programs, hooks what it finds, and lists it.
+fn check_tls(proc_root: &std::path::Path) -> anyhow::Result<()> {
+    require_privileges()?;
+    let cgroup_root = prepare_host(None)?;
+    let config = EbpfConfig {
+        cgroup_root,
+        max_payload: podtap_common::DEFAULT_MAX_PAYLOAD,
+        ring_buffer_bytes: 1 << 20,
+        tls: true,
+    };
+    let rows = app::check_tls(&config, proc_root).context("hooking TLS libraries")?;
+    podtap::tls::report::render(
+        &rows,
+        &host::procfs::ProcFs::new(proc_root),
+        &mut std::io::stdout().lock(),
+    )
+    .context("writing the report")?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => {
             require_privileges()?;
-            let mounts = host::mounts::ensure_mounted().context("mounting tracefs and bpffs")?;
-            log::debug!("tracefs {}, bpffs {}", mounts.tracefs, mounts.bpffs);
-            let cgroup_root = match args.cgroup_root {
-                Some(path) => path,
-                None => host::mounts::HostMounts::detect()
-                    .context("reading /proc/self/mountinfo")?
-                    .cgroup2
-                    .context("no cgroup v2 mount found: podtap attaches to the cgroup v2 root (run `podtap check`)")?,
-            };
+            let cgroup_root = prepare_host(args.cgroup_root)?;
             let mut cgroups =
                 CgroupResolver::new(&cgroup_root, 16_384).context("cgroup resolver")?;
             let options = LiveOptions {
@@ -72,6 +99,7 @@ fn main() -> anyhow::Result<()> {
                     cgroup_root,
                     max_payload: args.max_payload,
                     ring_buffer_bytes: args.ring_buffer_bytes,
+                    tls: !args.no_tls,
                 },
                 flow: FlowConfig {
                     max_connections: args.max_connections,
@@ -82,6 +110,7 @@ fn main() -> anyhow::Result<()> {
                     ..FlowConfig::default()
                 },
                 duration: args.duration.map(Duration::from_secs_f64),
+                proc_root: args.proc_root,
             };
             let stop = Arc::new(AtomicBool::new(false));
             for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -105,12 +134,19 @@ fn main() -> anyhow::Result<()> {
                 .context("podtap replay")?;
             eprintln!("{}", summary.line());
         }
-        Command::Check => {
+        Command::Check(args) => {
             let report = check::run(&check::CheckOptions::default());
             report
                 .render(&mut std::io::stdout().lock())
                 .context("writing the report")?;
-            std::process::exit(report.exit_code());
+            let mut code = report.exit_code();
+            if args.tls {
+                if let Err(error) = check_tls(&args.proc_root) {
+                    eprintln!("podtap: TLS check: {error:#}");
+                    code = code.max(1);
+                }
+            }
+            std::process::exit(code);
         }
     }
     let _ = std::io::stdout().flush();

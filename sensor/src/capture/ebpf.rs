@@ -1,14 +1,19 @@
 //! The live source: loads podtap's kernel programs, attaches them, and reads their ring buffer.
 //!
 //! Hooks (minimum kernel): `cgroup_skb` ingress and egress on the cgroup v2 root (4.10; ring buffer
-//! 5.8), `tp_btf` on `sock_send_length` / `sock_recv_length` (6.3). Everything is detached when the
-//! `EbpfCapture` is dropped (links are owned by it, nothing is pinned).
+//! 5.8), `tp_btf` on `sock_send_length` / `sock_recv_length` (6.3); for TLS, the tracepoints
+//! `sched_process_exec` / `sched_process_exit` and uprobes with attach cookies (5.15), attached file by
+//! file as `tls::TlsHooks` finds TLS code. Everything is detached when the `EbpfCapture` is dropped
+//! (links are owned by it, nothing is pinned).
 
 use std::{fs::File, os::fd::AsRawFd, path::PathBuf, time::Duration};
 
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
+    programs::{
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, TracePoint, UProbe,
+    },
     Btf, Ebpf, EbpfLoader,
 };
 use podtap_common::{
@@ -54,6 +59,55 @@ pub enum CaptureError {
     Btf(#[source] aya::BtfError),
     #[error("waiting on the ring buffer: {0}")]
     Poll(#[source] std::io::Error),
+    #[error("TLS capture is off (--no-tls)")]
+    TlsOff,
+    #[error("attaching {program} to {path} at offset {offset:#x}: {source}")]
+    Uprobe {
+        program: &'static str,
+        path: Box<std::path::Path>,
+        offset: u64,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+}
+
+/// The uprobe programs of TLS capture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TlsProgram {
+    /// OpenSSL function entry (uprobe).
+    SslEntry,
+    /// OpenSSL function return (uretprobe).
+    SslReturn,
+    /// Go `crypto/tls` function entry.
+    GoEntry,
+    /// A RET instruction of the same.
+    GoReturn,
+}
+
+impl TlsProgram {
+    const ALL: [TlsProgram; 4] = [
+        TlsProgram::SslEntry,
+        TlsProgram::SslReturn,
+        TlsProgram::GoEntry,
+        TlsProgram::GoReturn,
+    ];
+
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsProgram::SslEntry => names::PROG_SSL_ENTRY,
+            TlsProgram::SslReturn => names::PROG_SSL_RETURN,
+            TlsProgram::GoEntry => names::PROG_GO_TLS_ENTRY,
+            TlsProgram::GoReturn => names::PROG_GO_TLS_RETURN,
+        }
+    }
+}
+
+/// One attached uprobe (detach with `EbpfCapture::detach_uprobe`).
+#[derive(Debug)]
+pub struct UprobeLink {
+    program: TlsProgram,
+    id: UProbeLinkId,
 }
 
 /// How to load the programs.
@@ -65,6 +119,8 @@ pub struct EbpfConfig {
     pub max_payload: u32,
     /// Ring buffer size in bytes (a power of two multiple of the page size).
     pub ring_buffer_bytes: u32,
+    /// Load the TLS programs (uprobes are attached later, by `tls::TlsHooks`).
+    pub tls: bool,
 }
 
 /// Kernel-side counters, summed over CPUs.
@@ -76,6 +132,10 @@ pub struct KernelCounters {
     pub bytes_skipped: u64,
     pub bytes_not_parsed: u64,
     pub owner_ring_buffer_full: u64,
+    pub tls_records: u64,
+    pub tls_ring_buffer_full: u64,
+    pub tls_unbound: u64,
+    pub process_ring_buffer_full: u64,
 }
 
 /// The loaded and attached programs with their ring buffer.
@@ -88,6 +148,7 @@ pub struct EbpfCapture {
     pub decode_errors: u64,
     /// Kernel skip-map updates that failed.
     pub skip_errors: u64,
+    tls: bool,
     // Declared last: dropped last, after the maps above, detaching every program.
     _ebpf: Ebpf,
 }
@@ -104,7 +165,20 @@ impl EbpfCapture {
         let self_tgid = std::process::id();
         // Wake the reader once a quarter of the ring is waiting; otherwise it polls on a timer.
         let wakeup_bytes = u64::from(config.ring_buffer_bytes / 4);
+        // Without it only stack-ABI Go (< 1.17) cannot be followed; everything else works.
+        let fsbase_offset = if config.tls {
+            crate::tls::kernel_offsets::task_fsbase(std::path::Path::new(
+                crate::tls::kernel_offsets::VMLINUX_BTF,
+            ))
+            .unwrap_or_else(|error| {
+                log::warn!("TLS of Go < 1.17 cannot be followed: {error}");
+                0
+            })
+        } else {
+            0
+        };
         let mut ebpf = EbpfLoader::new()
+            .override_global(names::GLOBAL_TASK_FSBASE_OFFSET, &fsbase_offset, true)
             .override_global(names::GLOBAL_MAX_PAYLOAD, &config.max_payload, true)
             .override_global(names::GLOBAL_SELF_TGID, &self_tgid, true)
             .override_global(names::GLOBAL_WAKEUP_BYTES, &wakeup_bytes, true)
@@ -124,6 +198,28 @@ impl EbpfCapture {
             program
                 .attach()
                 .map_err(|source| CaptureError::Program { name, source })?;
+        }
+
+        if config.tls {
+            for tls_program in TlsProgram::ALL {
+                let name = tls_program.name();
+                let program: &mut UProbe = program(&mut ebpf, name)?;
+                program
+                    .load()
+                    .map_err(|source| CaptureError::Program { name, source })?;
+            }
+            for (name, tracepoint) in [
+                (names::PROG_EXEC, "sched_process_exec"),
+                (names::PROG_EXIT, "sched_process_exit"),
+            ] {
+                let program: &mut TracePoint = program(&mut ebpf, name)?;
+                program
+                    .load()
+                    .map_err(|source| CaptureError::Program { name, source })?;
+                program
+                    .attach("sched", tracepoint)
+                    .map_err(|source| CaptureError::Program { name, source })?;
+            }
         }
 
         let cgroup =
@@ -172,6 +268,7 @@ impl EbpfCapture {
             clock_offset: clock_offset(),
             decode_errors: 0,
             skip_errors: 0,
+            tls: config.tls,
             _ebpf: ebpf,
         })
     }
@@ -222,7 +319,11 @@ impl EbpfCapture {
                     Direction::Egress => podtap_common::DIR_EGRESS,
                     Direction::Ingress => podtap_common::DIR_INGRESS,
                 }),
-                layer: podtap_common::LAYER_PACKETS,
+                layer: if request.tls {
+                    podtap_common::LAYER_TLS
+                } else {
+                    podtap_common::LAYER_PACKETS
+                },
             };
             let result = match request.kind {
                 SkipKind::UntilSeq(seq) => self.skip.insert(
@@ -268,6 +369,55 @@ impl EbpfCapture {
             bytes_skipped: sums[podtap_common::COUNTER_BYTES_SKIPPED as usize],
             bytes_not_parsed: sums[podtap_common::COUNTER_NOT_PARSED as usize],
             owner_ring_buffer_full: sums[podtap_common::COUNTER_OWNER_RINGBUF_FULL as usize],
+            tls_records: sums[podtap_common::COUNTER_TLS_RECORDS as usize],
+            tls_ring_buffer_full: sums[podtap_common::COUNTER_TLS_RINGBUF_FULL as usize],
+            tls_unbound: sums[podtap_common::COUNTER_TLS_UNBOUND as usize],
+            process_ring_buffer_full: sums[podtap_common::COUNTER_PROCESS_RINGBUF_FULL as usize],
+        }
+    }
+
+    /// Attaches a TLS program at file offset `offset` of `target` for every process that maps the
+    /// file; its probes see `cookie` (`TLS_OP_*` and flags).
+    ///
+    /// # Errors
+    /// TLS capture is off, or the kernel refuses the probe (a path it cannot resolve, an offset
+    /// outside the file).
+    pub fn attach_uprobe(
+        &mut self,
+        tls_program: TlsProgram,
+        target: &std::path::Path,
+        offset: u64,
+        cookie: u64,
+    ) -> Result<UprobeLink, CaptureError> {
+        if !self.tls {
+            return Err(CaptureError::TlsOff);
+        }
+        let name = tls_program.name();
+        let program: &mut UProbe = program(&mut self._ebpf, name)?;
+        let point = UProbeAttachPoint {
+            location: UProbeAttachLocation::AbsoluteOffset(offset),
+            cookie: Some(cookie),
+        };
+        let id = program
+            .attach(point, target, UProbeScope::AllProcesses)
+            .map_err(|source| CaptureError::Uprobe {
+                program: name,
+                path: target.into(),
+                offset,
+                source: Box::new(source),
+            })?;
+        Ok(UprobeLink {
+            program: tls_program,
+            id,
+        })
+    }
+
+    /// Detaches a probe `attach_uprobe` attached.
+    pub fn detach_uprobe(&mut self, link: UprobeLink) {
+        if let Ok(program) = program::<UProbe>(&mut self._ebpf, link.program.name()) {
+            if let Err(error) = program.detach(link.id) {
+                log::debug!("detaching {}: {error}", link.program.name());
+            }
         }
     }
 }

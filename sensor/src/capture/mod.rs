@@ -7,8 +7,9 @@ pub mod pcap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use podtap_common::{
-    PacketHeader, SockOwnerEvent, DIR_EGRESS, EVENT_PACKET, EVENT_SOCK_OWNER, PROTO_TCP, PROTO_UDP,
-    TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    PacketHeader, ProcessEvent, SockOwnerEvent, DIR_EGRESS, EVENT_PACKET, EVENT_PROCESS,
+    EVENT_SOCK_OWNER, EVENT_TLS_DATA, PROCESS_EXEC, PROCESS_EXIT, PROTO_TCP, PROTO_UDP, TCP_ACK,
+    TCP_FIN, TCP_RST, TCP_SYN,
 };
 
 use crate::model::{Direction, Transport, UnixNanos};
@@ -34,7 +35,8 @@ impl TcpFlags {
     }
 }
 
-/// One TCP segment or UDP datagram as a socket saw it.
+/// One TCP segment or UDP datagram as a socket saw it, or (`tls`) the plaintext of one TLS read or
+/// write on a socket.
 #[derive(Clone, Copy, Debug)]
 pub struct Packet<'a> {
     /// The socket's id (socket cookie, or a synthetic id for capture files).
@@ -52,9 +54,11 @@ pub struct Packet<'a> {
     /// Payload bytes at the start that were not copied.
     pub skipped: u32,
     pub payload: &'a [u8],
-    /// TCP flags (all unset for UDP).
+    /// TCP flags (all unset for UDP and TLS plaintext).
     pub flags: TcpFlags,
     pub ts: UnixNanos,
+    /// TLS plaintext: `seq` counts plaintext bytes of this direction from 0, the first TLS call seen.
+    pub tls: bool,
 }
 
 impl Packet<'_> {
@@ -77,10 +81,18 @@ pub struct Owner {
     pub cgroup_id: u64,
 }
 
+/// A process started a new program or exited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessChange {
+    Exec(u32),
+    Exit(u32),
+}
+
 #[derive(Clone, Debug)]
 pub enum Event<'a> {
     Packet(Packet<'a>),
     Owner(Owner),
+    Process(ProcessChange),
 }
 
 /// A ring buffer record that does not decode.
@@ -96,6 +108,8 @@ pub enum DecodeError {
     Family { family: u8 },
     #[error("unknown transport protocol {protocol}")]
     Protocol { protocol: u8 },
+    #[error("unknown process event {what}")]
+    ProcessChange { what: u32 },
 }
 
 fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
@@ -110,7 +124,11 @@ fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
 fn address(family: u8, raw: [u8; 16], port: u16) -> Result<SocketAddr, DecodeError> {
     let ip = match family {
         4 => IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3])),
-        6 => IpAddr::V6(Ipv6Addr::from(raw)),
+        // A dual-stack socket talking IPv4 has v4-mapped addresses, but its packets are IPv4: name the
+        // connection the way its packets do.
+        6 => Ipv6Addr::from(raw)
+            .to_ipv4_mapped()
+            .map_or(IpAddr::V6(Ipv6Addr::from(raw)), IpAddr::V4),
         family => return Err(DecodeError::Family { family }),
     };
     Ok(SocketAddr::new(ip, port))
@@ -120,7 +138,7 @@ fn address(family: u8, raw: [u8; 16], port: u16) -> Result<SocketAddr, DecodeErr
 pub fn decode(record: &[u8], clock_offset: i64) -> Result<Event<'_>, DecodeError> {
     let kind: u32 = read(record)?;
     match kind {
-        EVENT_PACKET => {
+        EVENT_PACKET | EVENT_TLS_DATA => {
             let header: PacketHeader = read(record)?;
             let payload = &record[std::mem::size_of::<PacketHeader>()..];
             let payload =
@@ -152,6 +170,15 @@ pub fn decode(record: &[u8], clock_offset: i64) -> Result<Event<'_>, DecodeError
                 payload,
                 flags: TcpFlags::from_bits(header.tcp_flags),
                 ts: header.ts_ns.saturating_add_signed(clock_offset),
+                tls: kind == EVENT_TLS_DATA,
+            }))
+        }
+        EVENT_PROCESS => {
+            let event: ProcessEvent = read(record)?;
+            Ok(Event::Process(match event.what {
+                PROCESS_EXEC => ProcessChange::Exec(event.tgid),
+                PROCESS_EXIT => ProcessChange::Exit(event.tgid),
+                what => return Err(DecodeError::ProcessChange { what }),
             }))
         }
         EVENT_SOCK_OWNER => {

@@ -771,6 +771,7 @@ fn frame(
             payload,
             flags: TcpFlags::default(),
             ts,
+            tls: false,
         }));
         return;
     }
@@ -820,6 +821,7 @@ fn frame(
         payload,
         flags,
         ts,
+        tls: false,
     }));
 }
 

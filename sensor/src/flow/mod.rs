@@ -62,6 +62,21 @@ impl Default for FlowConfig {
 /// Lately closed sockets remembered, so that a peer finishing later still finds them.
 pub const CLOSED_REMEMBERED: usize = 4096;
 
+/// How long a server's TLS call waits for the client's side to show up when the client's socket is on
+/// this node too. The probes of two processes report in no fixed order (a server may read a request
+/// before the client's write returns), unlike the packets of one connection.
+const TLS_PEER_WAIT_NS: u64 = 500_000_000;
+/// Server TLS calls waiting so at most; beyond, the oldest go out at once.
+const MAX_DEFERRED: usize = 4096;
+
+/// Calls of a server's TLS session held back until its client's side may have shown up.
+struct Deferred {
+    due: UnixNanos,
+    cookie: u64,
+    tuple: Tuple,
+    calls: Vec<FlowCall>,
+}
+
 /// A socket on this node: what the kernel told us about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalSocket {
@@ -83,6 +98,8 @@ pub struct FlowEnd {
 pub struct FlowCall {
     pub parsed: ParsedCall,
     pub transport: Transport,
+    /// Rebuilt from TLS plaintext.
+    pub tls: bool,
     pub client: FlowEnd,
     pub server: FlowEnd,
 }
@@ -92,6 +109,8 @@ pub struct FlowCall {
 pub struct SkipRequest {
     pub cookie: u64,
     pub direction: Direction,
+    /// The socket's TLS plaintext rather than its packets.
+    pub tls: bool,
     pub kind: SkipKind,
 }
 
@@ -164,19 +183,22 @@ impl Protocol {
 }
 
 /// A TCP connection: its socket. A UDP flow: its socket and the remote address (an unconnected socket
-/// talks to many).
+/// talks to many). The TLS plaintext of a TCP connection is a connection of its own, on the same
+/// socket: its bytes are not the packets' bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct FlowKey {
     cookie: u64,
     /// `None` for TCP.
     remote: Option<SocketAddr>,
+    tls: bool,
 }
 
 impl FlowKey {
-    fn tcp(cookie: u64) -> Self {
+    fn tcp(cookie: u64, tls: bool) -> Self {
         Self {
             cookie,
             remote: None,
+            tls,
         }
     }
 
@@ -184,12 +206,30 @@ impl FlowKey {
         Self {
             cookie,
             remote: Some(remote),
+            tls: false,
         }
     }
 }
 
-/// (transport, local, remote): a connection or flow as its socket sees it.
-type Tuple = (Transport, SocketAddr, SocketAddr);
+/// A connection or flow as its socket sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Tuple {
+    transport: Transport,
+    tls: bool,
+    local: SocketAddr,
+    remote: SocketAddr,
+}
+
+impl Tuple {
+    /// The same connection as the socket at the other end sees it.
+    fn mirror(self) -> Self {
+        Self {
+            local: self.remote,
+            remote: self.local,
+            ..self
+        }
+    }
+}
 
 struct Connection {
     transport: Transport,
@@ -210,6 +250,15 @@ struct Connection {
 }
 
 impl Connection {
+    fn tuple(&self, tls: bool) -> Tuple {
+        Tuple {
+            transport: self.transport,
+            tls,
+            local: self.local,
+            remote: self.remote,
+        }
+    }
+
     fn side(&self, direction: Direction) -> Side {
         let local = match self.role {
             Some(Role::Server) => Side::Server,
@@ -265,6 +314,7 @@ pub struct FlowTable {
     udp_sockets: LruCache<u64, udp::UdpSocket, Hasher>,
     stats: FlowStats,
     parsed: Vec<ParsedCall>,
+    deferred: std::collections::VecDeque<Deferred>,
 }
 
 impl FlowTable {
@@ -284,6 +334,7 @@ impl FlowTable {
             udp_sockets: LruCache::with_hasher(capacity, Hasher::default()),
             stats: FlowStats::default(),
             parsed: Vec::new(),
+            deferred: std::collections::VecDeque::new(),
         }
     }
 
@@ -330,10 +381,14 @@ impl FlowTable {
             Event::Owner(owner) => {
                 self.owners.put(owner.cookie, owner.clone());
             }
-            Event::Packet(packet) => match packet.transport {
-                Transport::Tcp => self.packet(packet, calls, skips),
-                Transport::Udp => self.datagram(packet, calls, skips),
-            },
+            Event::Process(_) => {}
+            Event::Packet(packet) => {
+                self.release_deferred(packet.ts, calls);
+                match packet.transport {
+                    Transport::Tcp => self.packet(packet, calls, skips),
+                    Transport::Udp => self.datagram(packet, calls, skips),
+                }
+            }
         }
     }
 
@@ -344,13 +399,28 @@ impl FlowTable {
         skips: &mut Vec<SkipRequest>,
     ) {
         let (local, remote) = packet.local_remote();
-        let key = FlowKey::tcp(packet.cookie);
+        let key = FlowKey::tcp(packet.cookie, packet.tls);
+        if packet.flags.rst || packet.flags.fin {
+            // The TLS session ends with its connection.
+            self.end_tls(packet, calls, skips);
+        }
         if !self.connections.contains(&key) {
             if packet.flags.rst || (packet.flags.fin && packet.payload_len == 0) {
                 return; // the end of something we never saw
             }
-            let tuple = (Transport::Tcp, local, remote);
+            let tuple = Tuple {
+                transport: Transport::Tcp,
+                tls: packet.tls,
+                local,
+                remote,
+            };
             self.open(key, tuple, packet.cgroup_id, calls, skips);
+            if packet.tls && packet.seq == 0 {
+                // The first plaintext byte of the session: its protocol's first bytes.
+                if let Some(conn) = self.connections.get_mut(&key) {
+                    conn.saw_syn = true;
+                }
+            }
         }
         let Some(conn) = self.connections.get_mut(&key) else {
             return;
@@ -393,7 +463,7 @@ impl FlowTable {
                 &mut parsed,
                 &mut self.stats,
             );
-            Self::kernel_skip(&self.config, packet.cookie, conn, packet.direction, skips);
+            Self::kernel_skip(&self.config, key, conn, packet.direction, skips);
             let mirrored =
                 Self::check_mirrored(&self.by_tuple, &self.connections, key, &mut self.stats);
             let Some(conn) = self.connections.get_mut(&key) else {
@@ -408,6 +478,7 @@ impl FlowTable {
                     skips.push(SkipRequest {
                         cookie: packet.cookie,
                         direction,
+                        tls: packet.tls,
                         kind: SkipKind::All,
                     });
                 }
@@ -434,7 +505,12 @@ impl FlowTable {
         calls: &mut Vec<FlowCall>,
         skips: &mut Vec<SkipRequest>,
     ) {
-        let (transport, local, remote) = tuple;
+        let Tuple {
+            transport,
+            local,
+            remote,
+            ..
+        } = tuple;
         if self.connections.len() >= self.config.max_connections {
             if let Some((&oldest, conn)) = self.connections.peek_lru() {
                 let ts = conn.last_seen;
@@ -539,7 +615,7 @@ impl FlowTable {
 
     fn kernel_skip(
         config: &FlowConfig,
-        cookie: u64,
+        key: FlowKey,
         conn: &mut Connection,
         direction: Direction,
         skips: &mut Vec<SkipRequest>,
@@ -558,8 +634,9 @@ impl FlowTable {
         if conn.kernel_skip[dir] != Some(until) {
             conn.kernel_skip[dir] = Some(until);
             skips.push(SkipRequest {
-                cookie,
+                cookie: key.cookie,
                 direction,
+                tls: key.tls,
                 kind: SkipKind::UntilSeq(until),
             });
         }
@@ -579,7 +656,7 @@ impl FlowTable {
             return false;
         }
         let client_here = by_tuple
-            .get(&(conn.transport, conn.remote, conn.local))
+            .get(&conn.tuple(key.tls).mirror())
             .filter(|&&peer| peer.cookie != key.cookie)
             .and_then(|peer| connections.peek(peer))
             .is_some_and(|peer| {
@@ -599,10 +676,23 @@ impl FlowTable {
         let Some(conn) = self.connections.peek(&key) else {
             return;
         };
+        let tuple = conn.tuple(key.tls);
         let (transport, local, remote) = (conn.transport, conn.local, conn.remote);
         let (role, cgroup_id) = (conn.role, conn.cgroup_id);
         let cookie = key.cookie;
-        let peer = self.peer(cookie, (transport, local, remote));
+        let peer = self.peer(cookie, tuple);
+        // TLS: an end whose own TLS is not seen is still a socket on this node, known by its packets.
+        let packet_peer = if key.tls && peer.is_none() {
+            self.peer(
+                cookie,
+                Tuple {
+                    tls: false,
+                    ..tuple
+                },
+            )
+        } else {
+            None
+        };
         log::trace!(
             "emit {} calls from {key:?} role {role:?} peer {peer:?}",
             parsed.len()
@@ -625,31 +715,68 @@ impl FlowTable {
                 owner: self.owners.peek(&cookie).cloned(),
             }),
         };
+        let defer = role == Some(Role::Server) && packet_peer.is_some();
         let other = FlowEnd {
             addr: remote,
-            local: peer.map(|(socket, _)| socket),
+            local: peer.or(packet_peer).map(|(socket, _)| socket),
         };
         let (client, server) = if role == Some(Role::Server) {
             (other, this)
         } else {
             (this, other)
         };
-        for parsed in parsed.drain(..) {
-            self.stats.calls += 1;
-            calls.push(FlowCall {
-                parsed,
-                transport,
-                client: client.clone(),
-                server: server.clone(),
+        let latest = parsed.iter().map(|p| p.end).max().unwrap_or(0);
+        let built = parsed.drain(..).map(|parsed| FlowCall {
+            parsed,
+            transport,
+            tls: key.tls,
+            client: client.clone(),
+            server: server.clone(),
+        });
+        if defer {
+            if self.deferred.len() >= MAX_DEFERRED {
+                if let Some(oldest) = self.deferred.pop_front() {
+                    self.stats.calls += oldest.calls.len() as u64;
+                    calls.extend(oldest.calls);
+                }
+            }
+            self.deferred.push_back(Deferred {
+                due: latest.saturating_add(TLS_PEER_WAIT_NS),
+                cookie,
+                tuple,
+                calls: built.collect(),
             });
+            return;
+        }
+        let before = calls.len();
+        calls.extend(built);
+        self.stats.calls += (calls.len() - before) as u64;
+    }
+
+    /// Server TLS calls whose wait is over by `now` (or all, with `UnixNanos::MAX`): dropped when the
+    /// client's side showed up and reports them, written otherwise.
+    fn release_deferred(&mut self, now: UnixNanos, calls: &mut Vec<FlowCall>) {
+        while self.deferred.front().is_some_and(|d| d.due <= now) {
+            let Some(deferred) = self.deferred.pop_front() else {
+                break;
+            };
+            let client_reports = self
+                .peer(deferred.cookie, deferred.tuple)
+                .is_some_and(|(_, role)| role == Some(Role::Client));
+            let n = deferred.calls.len() as u64;
+            if client_reports {
+                self.stats.calls_seen_twice += n;
+            } else {
+                self.stats.calls += n;
+                calls.extend(deferred.calls);
+            }
         }
     }
 
     /// The socket on this node at the other end of socket `cookie`'s connection `tuple`, open or
     /// lately closed.
     fn peer(&self, cookie: u64, tuple: Tuple) -> Option<(LocalSocket, Option<Role>)> {
-        let (transport, local, remote) = tuple;
-        let mirror = (transport, remote, local);
+        let mirror = tuple.mirror();
         let open = self
             .by_tuple
             .get(&mirror)
@@ -696,7 +823,7 @@ impl FlowTable {
         log::trace!("close {key:?}");
         let cookie = key.cookie;
         if let Some(conn) = self.connections.pop(&key) {
-            let tuple = (conn.transport, conn.local, conn.remote);
+            let tuple = conn.tuple(key.tls);
             if self.by_tuple.get(&tuple) == Some(&key) {
                 self.by_tuple.remove(&tuple);
             }
@@ -724,12 +851,37 @@ impl FlowTable {
                     skips.push(SkipRequest {
                         cookie,
                         direction,
+                        tls: key.tls,
                         kind: SkipKind::Forget,
                     });
                 }
             }
+            if key.tls {
+                return; // the socket's packets may still come, and need its owner
+            }
         }
         self.owners.pop(&cookie);
+    }
+
+    /// A FIN or RST of a TCP socket whose TLS plaintext is a connection too: that one ends with it (a
+    /// TLS session has no end the probes see).
+    fn end_tls(
+        &mut self,
+        packet: &Packet<'_>,
+        calls: &mut Vec<FlowCall>,
+        skips: &mut Vec<SkipRequest>,
+    ) {
+        if packet.tls {
+            return;
+        }
+        let key = FlowKey::tcp(packet.cookie, true);
+        let Some(conn) = self.connections.get_mut(&key) else {
+            return;
+        };
+        conn.fin[packet.direction.index()] = true;
+        if packet.flags.rst || conn.fin == [true, true] {
+            self.close(key, packet.ts, calls, skips);
+        }
     }
 
     fn account(&mut self, conn: &Connection) {
@@ -779,6 +931,7 @@ impl FlowTable {
             self.stats.connections_idle_closed += 1;
             self.close(key, ts, calls, skips);
         }
+        self.release_deferred(now, calls);
     }
 
     /// Closes every connection (end of capture): pending requests are reported as `no_response`.
@@ -787,8 +940,12 @@ impl FlowTable {
             let ts = conn.last_seen;
             self.close(key, ts, calls, skips);
         }
+        self.release_deferred(UnixNanos::MAX, calls);
     }
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tls_tests;

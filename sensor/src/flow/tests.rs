@@ -61,6 +61,7 @@ fn packet<'a>(
         payload,
         flags,
         ts,
+        tls: false,
     })
 }
 
@@ -205,6 +206,7 @@ fn both_sockets_on_this_node_report_each_call_once_with_both_ends() {
             t.skips.contains(&SkipRequest {
                 cookie: s,
                 direction,
+                tls: false,
                 kind: SkipKind::All
             }),
             "{:?}",
@@ -316,11 +318,13 @@ fn unrecognised_protocol_skips_both_directions_and_yields_nothing() {
             SkipRequest {
                 cookie: 9,
                 direction: Egress,
+                tls: false,
                 kind: SkipKind::All
             },
             SkipRequest {
                 cookie: 9,
                 direction: Ingress,
+                tls: false,
                 kind: SkipKind::All
             },
         ]
@@ -346,6 +350,7 @@ fn large_content_length_body_becomes_a_kernel_skip() {
         vec![SkipRequest {
             cookie: 1,
             direction: Ingress,
+            tls: false,
             kind: SkipKind::UntilSeq(body_start + 100_000),
         }]
     );
@@ -366,6 +371,7 @@ fn large_content_length_body_becomes_a_kernel_skip() {
         payload: &[],
         flags: ACK,
         ts: 5,
+        tls: false,
     }));
     assert_eq!(t.calls.len(), 1, "the call completes at the body's end");
     assert_eq!(
@@ -398,6 +404,7 @@ fn first_segment_cut_by_the_copy_limit_is_detected_and_its_body_skipped() {
         flags: ACK,
         ts: 3,
         transport: Transport::Tcp,
+        tls: false,
     }));
     let body_end = 11 + head.len() as u32 + 100_000;
     assert_eq!(
@@ -405,6 +412,7 @@ fn first_segment_cut_by_the_copy_limit_is_detected_and_its_body_skipped() {
         vec![SkipRequest {
             cookie: 1,
             direction: Egress,
+            tls: false,
             kind: SkipKind::UntilSeq(body_end),
         }]
     );

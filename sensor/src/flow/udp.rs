@@ -12,7 +12,9 @@
 
 use std::net::SocketAddr;
 
-use super::{FlowCall, FlowKey, FlowTable, Protocol, Role, SkipKind, SkipRequest, Transport};
+use super::{
+    FlowCall, FlowKey, FlowTable, Protocol, Role, SkipKind, SkipRequest, Transport, Tuple,
+};
 use crate::{
     capture::Packet,
     model::{Direction, ParsedCall},
@@ -72,7 +74,12 @@ impl FlowTable {
         if !self.connections.contains(&key) {
             self.open(
                 key,
-                (Transport::Udp, local, remote),
+                Tuple {
+                    transport: Transport::Udp,
+                    tls: false,
+                    local,
+                    remote,
+                },
                 packet.cgroup_id,
                 calls,
                 skips,
@@ -146,6 +153,7 @@ impl FlowTable {
                                         skips.push(SkipRequest {
                                             cookie: key.cookie,
                                             direction,
+                                            tls: false,
                                             kind: SkipKind::All,
                                         });
                                     }
@@ -181,6 +189,7 @@ impl FlowTable {
                     skips.push(SkipRequest {
                         cookie: old,
                         direction,
+                        tls: false,
                         kind: SkipKind::Forget,
                     });
                 }

@@ -67,6 +67,7 @@ fn datagram<'a>(
         payload,
         flags: TcpFlags::default(),
         ts,
+        tls: false,
     })
 }
 
@@ -275,6 +276,7 @@ fn udp_flows_idle_out_before_tcp_connections() {
             ..TcpFlags::default()
         },
         ts: 0,
+        tls: false,
     }));
     t.handle(&datagram(
         8,
@@ -308,11 +310,13 @@ fn a_socket_whose_first_datagrams_are_no_protocol_is_skipped() {
             SkipRequest {
                 cookie: 3,
                 direction: Egress,
+                tls: false,
                 kind: SkipKind::All
             },
             SkipRequest {
                 cookie: 3,
                 direction: Ingress,
+                tls: false,
                 kind: SkipKind::All
             },
         ]
@@ -396,11 +400,13 @@ fn forgotten_unrecognised_sockets_are_forgotten_by_the_kernel_too() {
             SkipRequest {
                 cookie: 3,
                 direction: Egress,
+                tls: false,
                 kind: SkipKind::Forget
             },
             SkipRequest {
                 cookie: 3,
                 direction: Ingress,
+                tls: false,
                 kind: SkipKind::Forget
             },
         ]
@@ -452,6 +458,7 @@ fn a_datagram_cut_short_is_a_gap() {
         payload: &r[..40],
         flags: TcpFlags::default(),
         ts: 2,
+        tls: false,
     }));
     t.table.finish(&mut t.calls, &mut t.skips);
     assert_eq!(t.calls.len(), 1);
