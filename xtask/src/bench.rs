@@ -119,7 +119,26 @@ fn load(traffic: Traffic, pod: &Pod, url: &str, connections: u32, seconds: u32) 
     })
 }
 
-pub fn overhead(bin: &Path, seconds: u32, connections: u32, traffic: Traffic) -> Result<()> {
+/// How the overhead bench runs.
+pub struct OverheadOptions {
+    /// Seconds of load per phase.
+    pub seconds: u32,
+    pub connections: u32,
+    pub traffic: Traffic,
+    /// Phases with podtap, each followed by one without (the first comes after one without).
+    pub rounds: u32,
+}
+
+pub fn overhead(bin: &Path, opts: &OverheadOptions) -> Result<()> {
+    let OverheadOptions {
+        seconds,
+        connections,
+        traffic,
+        rounds,
+    } = *opts;
+    if rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
     let out_dir = root().join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
     let pair = PodPair::new(CgroupDriver::Systemd, CgroupDriver::Systemd)?;
@@ -139,48 +158,41 @@ pub fn overhead(bin: &Path, seconds: u32, connections: u32, traffic: Traffic) ->
     let client = traffic.client();
 
     eprintln!("xtask: {seconds} s of {client} without podtap");
-    let before = run(seconds)?;
-
+    let mut before = run(seconds)?;
     let calls_path = out_dir.join(format!("{}-calls.jsonl", traffic.stem()));
-    // Kernel run-time statistics of eBPF programs, on while this descriptor is open.
-    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
-        .context("enabling eBPF run-time statistics (BPF_ENABLE_STATS)")?;
-    let podtap = PodtapRun::start(bin, &calls_path, seconds)?;
-    eprintln!("xtask: {seconds} s of {client} with podtap");
-    let with = run(seconds)?;
-    let podtap = podtap.finish(&calls_path)?;
-    drop(stats);
-
-    eprintln!("xtask: {seconds} s of {client} without podtap, again");
-    let after = run(seconds)?;
+    File::create(&calls_path)?;
+    let mut phases = Vec::new();
+    let mut podtap = PodtapUsage::default();
+    for round in 1..=rounds {
+        // Kernel run-time statistics of eBPF programs, on while this descriptor is open.
+        let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .context("enabling eBPF run-time statistics (BPF_ENABLE_STATS)")?;
+        let running = PodtapRun::start(bin, &calls_path, seconds)?;
+        eprintln!("xtask: {seconds} s of {client} with podtap (round {round} of {rounds})");
+        let with = run(seconds)?;
+        podtap.add(running.finish(&calls_path)?);
+        drop(stats);
+        eprintln!("xtask: {seconds} s of {client} without podtap, again");
+        let after = run(seconds)?;
+        phases.push(Round::new(before, with, after));
+        before = after;
+    }
 
     let calls = count_calls(&calls_path, &pair.ips())?;
     // Over TLS only the plaintext calls count; anything else came from the ciphertext.
     let reported = if traffic.tls() { calls.tls } else { calls.all };
-    let baseline = (before.requests_per_sec + after.requests_per_sec) / 2.0;
-    let ratio = if baseline > 0.0 {
-        with.requests_per_sec / baseline
-    } else {
-        0.0
-    };
-    let added_mean_us = added(
-        with.latency_mean_us,
-        before.latency_mean_us,
-        after.latency_mean_us,
-    );
-    let added_p99_us = added(
-        with.latency_p99_us,
-        before.latency_p99_us,
-        after.latency_p99_us,
-    );
+    let requests: u64 = phases.iter().map(|r| r.with.requests).sum();
+    let ratio = median(phases.iter().map(|r| Some(r.ratio))).unwrap_or(0.0);
+    let added_mean_us = median(phases.iter().map(|r| r.added_mean_us));
+    let added_p99_us = median(phases.iter().map(|r| r.added_p99_us));
     let cpu_s = tv(podtap.usage.ru_utime) + tv(podtap.usage.ru_stime);
     let per_1k = |n: u64| (n > 0).then(|| cpu_s * 1000.0 / (n as f64 / 1000.0));
     let cpu_ms_per_1k_calls = per_1k(reported);
-    let cpu_ms_per_1k_requests = per_1k(with.requests);
+    let cpu_ms_per_1k_requests = per_1k(requests);
     let rss_mib = podtap.usage.ru_maxrss as f64 / 1024.0;
     let bpf_ns: u64 = podtap.bpf.iter().map(|p| p.run_time_ns).sum();
     let bpf_ms_per_1k_requests =
-        (with.requests > 0).then(|| bpf_ns as f64 / 1e6 / (with.requests as f64 / 1000.0));
+        (requests > 0).then(|| bpf_ns as f64 / 1e6 / (requests as f64 / 1000.0));
 
     let protocol = match traffic {
         Traffic::Plain => "HTTP/1.1",
@@ -192,69 +204,83 @@ pub fn overhead(bin: &Path, seconds: u32, connections: u32, traffic: Traffic) ->
     );
     let us = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.1}"));
     let ms = |v: Option<f64>| v.map_or("n/a (no calls)".to_owned(), |v| format!("{v:.2}"));
-    let mut rows = vec![
+    let mut rows = Vec::new();
+    for (i, r) in phases.iter().enumerate() {
+        rows.push((
+            format!("round {}: req/s without, with, without", i + 1),
+            format!(
+                "{:.0} / {:.0} / {:.0}",
+                r.before.requests_per_sec, r.with.requests_per_sec, r.after.requests_per_sec
+            ),
+        ));
+        rows.push((
+            format!("round {}: mean latency us, same order", i + 1),
+            [r.before, r.with, r.after]
+                .map(|l| us(l.latency_mean_us))
+                .join(" / "),
+        ));
+    }
+    let of_rounds = if rounds > 1 { " (median)" } else { "" };
+    rows.extend([
         (
-            "requests/s without podtap (before)",
-            format!("{:.0}", before.requests_per_sec),
-        ),
-        (
-            "requests/s without podtap (after)",
-            format!("{:.0}", after.requests_per_sec),
-        ),
-        (
-            "requests/s with podtap",
-            format!("{:.0}", with.requests_per_sec),
-        ),
-        (
-            "throughput ratio (with/mean without)",
+            format!("throughput ratio (with/mean without){of_rounds}"),
             format!("{ratio:.3}"),
         ),
         (
-            "mean latency us without (before)",
-            us(before.latency_mean_us),
+            format!("added mean latency per call (us){of_rounds}"),
+            us(added_mean_us),
         ),
-        ("mean latency us without (after)", us(after.latency_mean_us)),
-        ("mean latency us with podtap", us(with.latency_mean_us)),
-        ("added mean latency per call (us)", us(added_mean_us)),
-    ];
+    ]);
     if traffic != Traffic::TlsH2 {
-        rows.extend([
-            ("p99 latency us with podtap", us(with.latency_p99_us)),
-            ("added p99 latency (us)", us(added_p99_us)),
-        ]);
+        rows.push((
+            format!("added p99 latency (us){of_rounds}"),
+            us(added_p99_us),
+        ));
     }
+    let errors = |f: fn(&Round) -> &Load| phases.iter().map(|r| f(r).errors).sum::<u64>();
     rows.extend([
-        ("podtap CPU ms per 1,000 calls", ms(cpu_ms_per_1k_calls)),
         (
-            "podtap CPU ms per 1,000 requests",
+            "podtap CPU ms per 1,000 calls".to_owned(),
+            ms(cpu_ms_per_1k_calls),
+        ),
+        (
+            "podtap CPU ms per 1,000 requests".to_owned(),
             ms(cpu_ms_per_1k_requests),
         ),
-        ("podtap CPU seconds (user+sys)", format!("{cpu_s:.2}")),
-        ("podtap peak RSS (MiB)", format!("{rss_mib:.1}")),
         (
-            "eBPF run time ms per 1,000 requests",
+            "podtap CPU seconds (user+sys)".to_owned(),
+            format!("{cpu_s:.2}"),
+        ),
+        ("podtap peak RSS (MiB)".to_owned(), format!("{rss_mib:.1}")),
+        (
+            "eBPF run time ms per 1,000 requests".to_owned(),
             ms(bpf_ms_per_1k_requests),
         ),
         (
-            "client errors (before/with/after)",
-            format!("{}/{}/{}", before.errors, with.errors, after.errors),
+            "client errors (without/with podtap)".to_owned(),
+            format!("{}/{}", errors(|r| &r.after), errors(|r| &r.with)),
+        ),
+        (
+            format!("requests completed by {client} with podtap"),
+            requests.to_string(),
         ),
     ]);
-    let completed = format!("requests completed by {client}");
-    rows.push((&completed, with.requests.to_string()));
     if traffic.tls() {
         rows.extend([
-            ("TLS calls reported by podtap", calls.tls.to_string()),
             (
-                "non-TLS calls (from ciphertext)",
+                "TLS calls reported by podtap".to_owned(),
+                calls.tls.to_string(),
+            ),
+            (
+                "non-TLS calls (from ciphertext)".to_owned(),
                 (calls.all - calls.tls).to_string(),
             ),
         ]);
     } else {
-        rows.push(("calls reported by podtap", calls.all.to_string()));
+        rows.push(("calls reported by podtap".to_owned(), calls.all.to_string()));
     }
     for (label, value) in &rows {
-        println!("{label:<36} {value:>14}");
+        println!("{label:<44} {value:>22}");
     }
     for p in &podtap.bpf {
         println!(
@@ -264,18 +290,20 @@ pub fn overhead(bin: &Path, seconds: u32, connections: u32, traffic: Traffic) ->
             p.run_time_ns as f64 / p.run_count.max(1) as f64
         );
     }
-    if !podtap.summary.is_empty() {
-        println!("{}", podtap.summary);
+    for line in &podtap.summaries {
+        println!("{line}");
     }
 
+    let first = &phases[0];
     let report = json!({
         "traffic": traffic.stem(),
         "client": client,
         "seconds": seconds,
         "connections": connections,
-        "without_podtap": before.json(),
-        "without_podtap_after": after.json(),
-        "with_podtap": with.json(),
+        "rounds": phases.iter().map(Round::json).collect::<Vec<_>>(),
+        "without_podtap": first.before.json(),
+        "without_podtap_after": first.after.json(),
+        "with_podtap": first.with.json(),
         "throughput_ratio": ratio,
         "added_latency_mean_us": added_mean_us,
         "added_latency_p99_us": added_p99_us,
@@ -290,8 +318,8 @@ pub fn overhead(bin: &Path, seconds: u32, connections: u32, traffic: Traffic) ->
         "calls_reported": reported,
         "calls_reported_tls": calls.tls,
         "calls_reported_all": calls.all,
-        "requests_completed": with.requests,
-        "podtap_summary": podtap.summary,
+        "requests_completed": requests,
+        "podtap_summary": podtap.summaries,
     });
     let path = out_dir.join(format!("{}.json", traffic.stem()));
     std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
@@ -301,9 +329,59 @@ pub fn overhead(bin: &Path, seconds: u32, connections: u32, traffic: Traffic) ->
     Ok(())
 }
 
-/// `with` minus the mean of the two baselines.
-fn added(with: Option<f64>, before: Option<f64>, after: Option<f64>) -> Option<f64> {
-    Some(with? - (before? + after?) / 2.0)
+/// One phase with podtap and the phases without it either side.
+struct Round {
+    before: Load,
+    with: Load,
+    after: Load,
+    /// Requests/s with podtap over the mean of the two without.
+    ratio: f64,
+    /// Latency with podtap minus the mean of the two without.
+    added_mean_us: Option<f64>,
+    added_p99_us: Option<f64>,
+}
+
+impl Round {
+    fn new(before: Load, with: Load, after: Load) -> Self {
+        let baseline = (before.requests_per_sec + after.requests_per_sec) / 2.0;
+        let added =
+            |f: fn(&Load) -> Option<f64>| Some(f(&with)? - (f(&before)? + f(&after)?) / 2.0);
+        Self {
+            before,
+            with,
+            after,
+            ratio: if baseline > 0.0 {
+                with.requests_per_sec / baseline
+            } else {
+                0.0
+            },
+            added_mean_us: added(|l| l.latency_mean_us),
+            added_p99_us: added(|l| l.latency_p99_us),
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "without_podtap": self.before.json(),
+            "with_podtap": self.with.json(),
+            "without_podtap_after": self.after.json(),
+            "throughput_ratio": self.ratio,
+            "added_latency_mean_us": self.added_mean_us,
+            "added_latency_p99_us": self.added_p99_us,
+        })
+    }
+}
+
+/// The median of the values present (the mean of the middle two for an even count).
+fn median(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let mut v: Vec<f64> = values.flatten().collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
 }
 
 /// `podtap run --output jsonl` writing to a file, its stderr read by a thread.
@@ -314,13 +392,40 @@ struct PodtapRun {
     log: Vec<String>,
 }
 
-/// What a finished podtap run used.
+/// What podtap used, over one run or several.
 struct PodtapUsage {
+    /// CPU times summed, peak RSS the largest.
     usage: libc::rusage,
     /// podtap's eBPF programs (summed by name) while statistics were on.
     bpf: Vec<BpfUse>,
-    /// The `podtap: summary ...` line, or empty.
-    summary: String,
+    /// The `podtap: summary ...` line of each run.
+    summaries: Vec<String>,
+}
+
+impl Default for PodtapUsage {
+    fn default() -> Self {
+        Self {
+            // SAFETY: rusage is plain data; all zeroes is a valid value.
+            usage: unsafe { std::mem::zeroed() },
+            bpf: Vec::new(),
+            summaries: Vec::new(),
+        }
+    }
+}
+
+impl PodtapUsage {
+    fn add(&mut self, run: PodtapUsage) {
+        let add_tv = |a: &mut libc::timeval, b: libc::timeval| {
+            let us = (a.tv_sec + b.tv_sec) * 1_000_000 + a.tv_usec + b.tv_usec;
+            a.tv_sec = us / 1_000_000;
+            a.tv_usec = us % 1_000_000;
+        };
+        add_tv(&mut self.usage.ru_utime, run.usage.ru_utime);
+        add_tv(&mut self.usage.ru_stime, run.usage.ru_stime);
+        self.usage.ru_maxrss = self.usage.ru_maxrss.max(run.usage.ru_maxrss);
+        add_bpf(&mut self.bpf, run.bpf);
+        self.summaries.extend(run.summaries);
+    }
 }
 
 impl PodtapRun {
@@ -335,7 +440,8 @@ impl PodtapRun {
                 &(seconds + 120).to_string(),
             ])
             .stdin(Stdio::null())
-            .stdout(File::create(calls_path)?)
+            // Appended to: several rounds write one file.
+            .stdout(File::options().append(true).create(true).open(calls_path)?)
             .stderr(Stdio::piped())
             .spawn()
             .context("starting podtap (build it with `cargo build --release -p podtap`)")?;
@@ -417,12 +523,12 @@ impl PodtapRun {
         if self.reader.is_finished() {
             self.reader.join().ok();
         }
-        let summary = self
+        let summaries = self
             .log
             .iter()
-            .find(|l| l.starts_with("podtap: summary"))
+            .filter(|l| l.starts_with("podtap: summary"))
             .cloned()
-            .unwrap_or_default();
+            .collect();
         if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
             eprintln!(
                 "xtask: podtap exited abnormally (wait status {status}):\n{}",
@@ -432,7 +538,7 @@ impl PodtapRun {
         Ok(PodtapUsage {
             usage,
             bpf,
-            summary,
+            summaries,
         })
     }
 }
@@ -448,24 +554,31 @@ struct BpfUse {
 /// The eBPF programs process `pid` holds, summed by name.
 fn bpf_use(pid: u32) -> Result<Vec<BpfUse>> {
     let held = programs_held_by(pid)?;
-    let mut by_name: Vec<BpfUse> = Vec::new();
-    for p in podtap_programs()?
-        .into_iter()
-        .filter(|p| held.contains(&p.id))
-    {
+    let mut by_name = Vec::new();
+    add_bpf(
+        &mut by_name,
+        podtap_programs()?
+            .into_iter()
+            .filter(|p| held.contains(&p.id))
+            .map(|p| BpfUse {
+                name: p.name,
+                run_time_ns: p.run_time_ns,
+                run_count: p.run_count,
+            }),
+    );
+    Ok(by_name)
+}
+
+fn add_bpf(by_name: &mut Vec<BpfUse>, more: impl IntoIterator<Item = BpfUse>) {
+    for p in more {
         match by_name.iter_mut().find(|u| u.name == p.name) {
             Some(u) => {
                 u.run_time_ns += p.run_time_ns;
                 u.run_count += p.run_count;
             }
-            None => by_name.push(BpfUse {
-                name: p.name,
-                run_time_ns: p.run_time_ns,
-                run_count: p.run_count,
-            }),
+            None => by_name.push(p),
         }
     }
-    Ok(by_name)
 }
 
 fn tv(t: libc::timeval) -> f64 {

@@ -69,6 +69,10 @@ enum BenchKind {
         /// With --tls: h2load over TLS (ALPN h2) instead of wrk.
         #[arg(long, requires = "tls")]
         h2: bool,
+        /// Phases with podtap, each between two without; the ratio and latencies are the median over
+        /// rounds (more rounds of fewer seconds ride out a noisy machine better).
+        #[arg(long, default_value_t = 1)]
+        rounds: u32,
     },
     /// `podtap replay` on large recorded captures (HTTP/1.1, Redis) against tshark, one core.
     Replay {
@@ -122,6 +126,7 @@ fn real_main() -> Result<()> {
                     connections,
                     tls,
                     h2,
+                    rounds,
                 } => {
                     let traffic = match (tls, h2) {
                         (false, _) => bench::Traffic::Plain,
@@ -129,7 +134,15 @@ fn real_main() -> Result<()> {
                         (true, true) => bench::Traffic::TlsH2,
                     };
                     let connections = connections.unwrap_or_else(|| traffic.default_connections());
-                    bench::overhead(&bin, seconds, connections, traffic)
+                    bench::overhead(
+                        &bin,
+                        &bench::OverheadOptions {
+                            seconds,
+                            connections,
+                            traffic,
+                            rounds,
+                        },
+                    )
                 }
                 BenchKind::Replay {
                     http_calls,
