@@ -171,6 +171,7 @@ pub struct SkipValue {
 /// Names of the maps and programs, shared so that loader and programs cannot drift apart.
 pub mod names {
     pub const MAP_EVENTS: &str = "EVENTS";
+    pub const MAP_PROCESS_EVENTS: &str = "PROCESS_EVENTS";
     pub const MAP_SKIP: &str = "SKIP";
     pub const MAP_COUNTERS: &str = "COUNTERS";
     pub const MAP_EXCLUDED: &str = "EXCLUDED";

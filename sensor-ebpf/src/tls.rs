@@ -15,7 +15,7 @@ use aya_ebpf::{
         bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_user,
     },
     macros::{map, tracepoint, uprobe, uretprobe},
-    maps::LruHashMap,
+    maps::{LruHashMap, RingBuf},
     programs::{ProbeContext, RetProbeContext, TracePointContext},
     EbpfContext,
 };
@@ -94,6 +94,11 @@ static GO_CALLS: LruHashMap<GoroutineKey, TlsCall> = LruHashMap::with_max_entrie
 /// Processes running hooked Go code: only their socket operations need the goroutine lookup.
 #[map]
 static GO_PROCESSES: LruHashMap<u32, u8> = LruHashMap::with_max_entries(8192, 0);
+
+/// Process exec/exit records, apart from `EVENTS`: a flood of packets must not cost podtap the news of a
+/// new program to hook.
+#[map]
+static PROCESS_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
 /// TLS object -> socket.
 #[map]

@@ -177,7 +177,7 @@ pub fn run_live(
             for work in tls_work.drain(..) {
                 match work {
                     TlsWork::Exec(pid) => tls.exec(pid, now),
-                    TlsWork::Exit(pid) => tls.exit(&mut capture, pid),
+                    TlsWork::Exit(pid) => tls.exit(pid),
                     TlsWork::SocketUsed(pid) => tls.socket_used(pid, now),
                 }
             }
@@ -206,10 +206,10 @@ pub fn run_live(
     summary.kernel = capture.counters();
     summary.decode_errors = capture.decode_errors;
     summary.skip_errors = capture.skip_errors;
-    if let Some(tls) = &tls {
+    if let Some(tls) = tls {
         summary.tls = tls.stats();
+        tls.shutdown();
     }
-    drop(tls);
     drop(capture);
     result.and(written).map(|()| summary)
 }
@@ -225,7 +225,9 @@ pub fn check_tls(
     let mut capture = EbpfCapture::start(config)?;
     let mut tls = TlsHooks::new(ProcFs::new(proc_root));
     tls.scan_all(&mut capture);
-    Ok(tls.report())
+    let report = tls.report();
+    tls.shutdown();
+    Ok(report)
 }
 
 /// What a kernel event asks of the TLS hooks (taken out of the poll, which holds the capture).

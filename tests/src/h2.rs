@@ -34,6 +34,19 @@ const DEBIAN_GOPATH: &str = "/usr/share/gocode";
 
 /// Builds (once per source version) the Go program `name` of `tests/go/src/` and returns its path.
 pub fn go_binary(name: &str) -> Result<PathBuf> {
+    build_go(name, GoSymbols::Kept)
+}
+
+/// Whether a Go build keeps its symbol table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GoSymbols {
+    Kept,
+    /// `-ldflags=-s -w`: no `.symtab`, no DWARF; only `.gopclntab` still names the functions.
+    Stripped,
+}
+
+/// `go_binary` with or without symbols (each its own cached file).
+pub fn build_go(name: &str, symbols: GoSymbols) -> Result<PathBuf> {
     let go = require_tool("go")?;
     let gopath = workspace_root().join("tests/go");
     let source = gopath.join("src").join(name).join("main.go");
@@ -43,6 +56,11 @@ pub fn go_binary(name: &str) -> Result<PathBuf> {
     let version =
         String::from_utf8_lossy(&run(Command::new(&go).arg("version"))?.stdout).into_owned();
     version.hash(&mut hasher);
+    let ldflags = match symbols {
+        GoSymbols::Kept => "",
+        GoSymbols::Stripped => "-s -w",
+    };
+    ldflags.hash(&mut hasher);
     let out_dir = workspace_root()
         .join("target/podtap-tests/go")
         .join(format!("{:016x}", hasher.finish()));
@@ -62,7 +80,7 @@ pub fn go_binary(name: &str) -> Result<PathBuf> {
     // Tests run in parallel: build to a private name, then rename into place.
     let partial = out_dir.join(format!("{name}.{}.partial", std::process::id()));
     run(Command::new(&go)
-        .args(["build", "-o"])
+        .args(["build", "-ldflags", ldflags, "-o"])
         .arg(&partial)
         .arg(name)
         .env("GO111MODULE", "off")

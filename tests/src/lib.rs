@@ -19,10 +19,11 @@ pub mod records;
 pub mod redis;
 pub mod servers;
 pub mod tcpdump;
+pub mod tls;
 pub mod util;
 
 pub use cgroup::{CgroupDriver, Container, PodCgroup};
 pub use netns::{Pod, PodPair};
 pub use podtap::{Podtap, PodtapOutput};
 pub use records::CallExpect;
-pub use servers::{Nginx, PythonServer, TlsCert};
+pub use servers::{Nginx, PythonServer};

@@ -75,15 +75,23 @@ pub struct CallExpect {
     pub status: u16,
     pub client: EndExpect,
     pub server: EndExpect,
+    /// The record's `tls` flag: plaintext taken from a TLS library rather than from packets.
+    pub tls: bool,
 }
 
 impl CallExpect {
+    /// The same call, seen in the plaintext of a TLS connection.
+    pub fn over_tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
     /// Panics with the whole record when a field differs.
     pub fn check(&self, r: &Value) {
         let ctx = || serde_json::to_string(r).unwrap_or_default();
         assert_eq!(r["protocol"], "http", "protocol in {}", ctx());
         assert_eq!(r["transport"], "tcp", "transport in {}", ctx());
-        assert_eq!(r["tls"], false, "tls in {}", ctx());
+        assert_eq!(r["tls"], self.tls, "tls in {}", ctx());
         assert!(
             r["time"].as_str().is_some_and(|t| t.ends_with('Z')),
             "time in {}",
@@ -228,6 +236,7 @@ pub fn call(
         status,
         client,
         server,
+        tls: false,
     }
 }
 

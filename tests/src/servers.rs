@@ -3,14 +3,12 @@
 //! Each start call returns once the server accepts connections; drop kills it.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
 use crate::netns::{Pod, PodProcess};
-use crate::util::{python, require_tool, run, TempDir};
+use crate::util::{python, require_tool, TempDir};
 
 /// Size of `/big.bin` served by nginx.
 pub const BIG_FILE_BYTES: usize = 10 * 1024 * 1024;
@@ -19,44 +17,12 @@ pub const SMALL_BODY: &str = "hello from podtap tests\n";
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A PEM certificate and its private key.
-#[derive(Debug, Clone)]
-pub struct TlsCert {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-impl TlsCert {
-    /// A self-signed P-256 certificate for `name`, valid for two days, written (again) to
-    /// `dir/name.crt` and `dir/name.key` by `/usr/bin/openssl`.
-    pub fn self_signed(dir: &Path, name: &str) -> Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let this = Self {
-            cert: dir.join(format!("{name}.crt")),
-            key: dir.join(format!("{name}.key")),
-        };
-        run(Command::new("/usr/bin/openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-            .arg("-subj")
-            .arg(format!("/CN={name}"))
-            .arg("-keyout")
-            .arg(&this.key)
-            .arg("-out")
-            .arg(&this.cert))
-        .context("generating a self-signed certificate with /usr/bin/openssl")?;
-        Ok(this)
-    }
-}
-
 /// nginx listening on `ip:port` in a pod. Locations: `/small.txt` and `/big.bin` (static files),
 /// `/items/<anything>` (200 with a short body), `/empty` (204), `/fail` (503).
 #[derive(Debug)]
 pub struct Nginx {
     pub ip: Ipv4Addr,
     pub port: u16,
-    /// `http` or `https`.
-    pub scheme: &'static str,
     // Field order: the process dies before its directory is removed.
     pub process: PodProcess,
     pub dir: TempDir,
@@ -64,17 +30,34 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(pod: &Pod, container: usize, port: u16) -> Result<Self> {
-        Self::launch(pod, container, port, None)
+        Self::launch(pod, container, port, "", "")
     }
 
-    /// The same server over TLS (HTTP/1.1, and HTTP/2 through ALPN) with `cert`. Sessions are cached
-    /// and connections kept alive (up to 100,000 requests each), so a load of many requests on few
-    /// connections costs requests, not handshakes.
-    pub fn start_tls(pod: &Pod, container: usize, port: u16, cert: &TlsCert) -> Result<Self> {
-        Self::launch(pod, container, port, Some(cert))
+    /// The same server over TLS with `cert`/`key` (PEM): HTTP/2 and HTTP/1.1 offered by ALPN.
+    pub fn start_tls(
+        pod: &Pod,
+        container: usize,
+        port: u16,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<Self> {
+        let tls = format!(
+            "ssl_certificate {};\n        ssl_certificate_key {};",
+            cert.display(),
+            key.display()
+        );
+        Self::launch(pod, container, port, " ssl http2", &tls)
     }
 
-    fn launch(pod: &Pod, container: usize, port: u16, tls: Option<&TlsCert>) -> Result<Self> {
+    /// Writes the config (`listen_options` after the address, `server_lines` inside `server {}`) and
+    /// starts nginx.
+    fn launch(
+        pod: &Pod,
+        container: usize,
+        port: u16,
+        listen_options: &str,
+        server_lines: &str,
+    ) -> Result<Self> {
         let nginx = require_tool("nginx").or_else(|_| {
             let p = std::path::PathBuf::from("/usr/sbin/nginx");
             if p.is_file() {
@@ -89,16 +72,6 @@ impl Nginx {
         std::fs::create_dir_all(&www)?;
         std::fs::write(www.join("small.txt"), SMALL_BODY)?;
         std::fs::write(www.join("big.bin"), vec![b'x'; BIG_FILE_BYTES])?;
-        // nginx 1.22 (Debian 12) takes `http2` as a `listen` parameter.
-        let listen_tls = match tls {
-            Some(t) => format!(
-                " ssl http2;\n        ssl_certificate {};\n        ssl_certificate_key {};\n        \
-                 ssl_session_cache shared:podtap:1m",
-                t.cert.display(),
-                t.key.display()
-            ),
-            None => String::new(),
-        };
         let conf = format!(
             r#"daemon off;
 master_process on;
@@ -117,7 +90,8 @@ http {{
     keepalive_requests 100000;
     default_type application/octet-stream;
     server {{
-        listen {ip}:{port}{listen_tls};
+        listen {ip}:{port}{listen_options};
+        {server_lines}
         root {www};
         location /items/ {{ return 200 "item\n"; }}
         location = /empty {{ return 204; }}
@@ -145,7 +119,6 @@ http {{
         let mut this = Self {
             ip: pod.ip,
             port,
-            scheme: if tls.is_some() { "https" } else { "http" },
             process,
             dir,
         };
@@ -161,7 +134,7 @@ http {{
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}://{}:{}{path}", self.scheme, self.ip, self.port)
+        format!("http://{}:{}{path}", self.ip, self.port)
     }
 }
 

@@ -6,8 +6,8 @@
 //! the processes whose packets and calls they see, not to podtap), and calls reported vs requests
 //! completed.
 //!
-//! Plain: wrk over HTTP/1.1, `target/bench/overhead.json`. `--tls`: wrk over HTTPS (HTTP/1.1) against a
-//! self-signed certificate generated into `target/bench/`, `overhead-tls.json`; only calls marked
+//! Plain: wrk over HTTP/1.1, `target/bench/overhead.json`. `--tls`: wrk over HTTPS (HTTP/1.1) against
+//! nginx with the test suite's certificates (`Certs`, made with openssl), `overhead-tls.json`; only calls marked
 //! `"tls": true` count as reported. `--tls --h2`: h2load over TLS (ALPN h2), `overhead-tls-h2.json`.
 //! Connections are kept alive for the whole phase, so the TLS load is requests, not handshakes.
 
@@ -25,7 +25,8 @@ use podtap_tests::bpf::{podtap_programs, programs_held_by};
 use podtap_tests::clients::wrk;
 use podtap_tests::h2::h2load_for;
 use podtap_tests::records::involves;
-use podtap_tests::{CgroupDriver, Nginx, Pod, PodPair, TlsCert};
+use podtap_tests::tls::{https_url, Certs};
+use podtap_tests::{CgroupDriver, Nginx, Pod, PodPair};
 use serde_json::{json, Value};
 
 use crate::root;
@@ -142,13 +143,23 @@ pub fn overhead(bin: &Path, opts: &OverheadOptions) -> Result<()> {
     let out_dir = root().join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
     let pair = PodPair::new(CgroupDriver::Systemd, CgroupDriver::Systemd)?;
-    let nginx = if traffic.tls() {
-        let cert = TlsCert::self_signed(&out_dir, "podtap-bench")?;
-        Nginx::start_tls(&pair.b, 0, 8443, &cert)?
-    } else {
-        Nginx::start(&pair.b, 0, 8080)?
+    // The certificates live in a temp dir as long as `certs` (the clients do not verify them).
+    let certs = traffic
+        .tls()
+        .then(|| Certs::for_ip(pair.b.ip))
+        .transpose()?;
+    let (nginx, url) = match &certs {
+        Some(c) => {
+            let nginx = Nginx::start_tls(&pair.b, 0, 8443, &c.cert, &c.key)?;
+            let url = https_url(nginx.ip, nginx.port, "/items/1");
+            (nginx, url)
+        }
+        None => {
+            let nginx = Nginx::start(&pair.b, 0, 8080)?;
+            let url = nginx.url("/items/1");
+            (nginx, url)
+        }
     };
-    let url = nginx.url("/items/1");
     let run = |s| load(traffic, &pair.a, &url, connections, s);
     // A short warm-up so both phases start from the same state.
     let warm = run(1)?;
@@ -325,6 +336,7 @@ pub fn overhead(bin: &Path, opts: &OverheadOptions) -> Result<()> {
     std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
     println!("written {}", path.display());
     drop(nginx);
+    drop(certs);
     drop(pair);
     Ok(())
 }

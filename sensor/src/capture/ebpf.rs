@@ -11,7 +11,7 @@ use std::{fs::File, os::fd::AsRawFd, path::PathBuf, time::Duration};
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, TracePoint, UProbe,
     },
     Btf, Ebpf, EbpfLoader,
@@ -103,11 +103,30 @@ impl TlsProgram {
     }
 }
 
-/// One attached uprobe (detach with `EbpfCapture::detach_uprobe`).
+/// One attached uprobe, owned: dropping it detaches it. Detaching costs the kernel a grace period
+/// (about 0.3 s measured here, per probe, in the closing thread), so many are detached at once with
+/// `detach_all`, never one by one on the capture thread.
 #[derive(Debug)]
-pub struct UprobeLink {
-    program: TlsProgram,
-    id: UProbeLinkId,
+pub struct UprobeLink(#[allow(dead_code)] aya::programs::uprobe::UProbeLink);
+
+/// Most threads `detach_all` closes probes on: the grace periods they wait for overlap.
+const DETACH_THREADS: usize = 64;
+
+/// Detaches `links`, in parallel; returns when all are gone.
+pub fn detach_all(links: Vec<UprobeLink>) {
+    if links.is_empty() {
+        return;
+    }
+    let threads = links.len().min(DETACH_THREADS);
+    let mut shares: Vec<Vec<UprobeLink>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, link) in links.into_iter().enumerate() {
+        shares[i % threads].push(link);
+    }
+    std::thread::scope(|scope| {
+        for share in shares {
+            scope.spawn(move || drop(share));
+        }
+    });
 }
 
 /// How to load the programs.
@@ -141,6 +160,8 @@ pub struct KernelCounters {
 /// The loaded and attached programs with their ring buffer.
 pub struct EbpfCapture {
     ring: RingBuf<MapData>,
+    /// Process exec/exit records (TLS capture only).
+    process_ring: Option<RingBuf<MapData>>,
     skip: BpfHashMap<MapData, SkipKey, SkipValue>,
     counters: PerCpuArray<MapData, u64>,
     clock_offset: i64,
@@ -247,6 +268,18 @@ impl EbpfCapture {
                     source,
                 }
             })?;
+        let process_ring = if config.tls {
+            Some(
+                RingBuf::try_from(take_map(&mut ebpf, names::MAP_PROCESS_EVENTS)?).map_err(
+                    |source| CaptureError::Map {
+                        name: names::MAP_PROCESS_EVENTS,
+                        source,
+                    },
+                )?,
+            )
+        } else {
+            None
+        };
         let skip =
             BpfHashMap::try_from(take_map(&mut ebpf, names::MAP_SKIP)?).map_err(|source| {
                 CaptureError::Map {
@@ -263,6 +296,7 @@ impl EbpfCapture {
             })?;
         Ok(Self {
             ring,
+            process_ring,
             skip,
             counters,
             clock_offset: clock_offset(),
@@ -282,31 +316,40 @@ impl EbpfCapture {
         timeout: Duration,
         mut handler: impl FnMut(&Event<'_>),
     ) -> Result<usize, CaptureError> {
-        let mut fds = libc::pollfd {
-            fd: self.ring.as_raw_fd(),
+        let pollfd = |fd| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
         };
+        let mut fds = [pollfd(self.ring.as_raw_fd()), pollfd(-1)];
+        if let Some(process_ring) = &self.process_ring {
+            fds[1] = pollfd(process_ring.as_raw_fd());
+        }
         let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: one valid pollfd for the duration of the call.
-        let ready = unsafe { libc::poll(&mut fds, 1, millis) };
+        // SAFETY: two valid pollfds (a negative fd is ignored) for the duration of the call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, millis) };
         if ready < 0 {
             let error = std::io::Error::last_os_error();
             if error.kind() != std::io::ErrorKind::Interrupted {
                 return Err(CaptureError::Poll(error));
             }
         }
+        // Process news first: a new program is looked at before its traffic is.
         let mut handled = 0;
-        while let Some(record) = self.ring.next() {
-            match decode(&record, self.clock_offset) {
-                Ok(event) => handler(&event),
-                Err(error) => {
-                    log::debug!("undecodable ring buffer record: {error}");
-                    self.decode_errors += 1;
-                }
-            }
-            handled += 1;
+        if let Some(process_ring) = &mut self.process_ring {
+            handled += drain(
+                process_ring,
+                self.clock_offset,
+                &mut self.decode_errors,
+                &mut handler,
+            );
         }
+        handled += drain(
+            &mut self.ring,
+            self.clock_offset,
+            &mut self.decode_errors,
+            &mut handler,
+        );
         Ok(handled)
     }
 
@@ -406,20 +449,32 @@ impl EbpfCapture {
                 offset,
                 source: Box::new(source),
             })?;
-        Ok(UprobeLink {
-            program: tls_program,
-            id,
-        })
+        let link = program
+            .take_link(id)
+            .map_err(|source| CaptureError::Program { name, source })?;
+        Ok(UprobeLink(link))
     }
+}
 
-    /// Detaches a probe `attach_uprobe` attached.
-    pub fn detach_uprobe(&mut self, link: UprobeLink) {
-        if let Ok(program) = program::<UProbe>(&mut self._ebpf, link.program.name()) {
-            if let Err(error) = program.detach(link.id) {
-                log::debug!("detaching {}: {error}", link.program.name());
+/// Hands every record waiting in `ring` to `handler`; counts the ones that do not decode.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    clock_offset: i64,
+    decode_errors: &mut u64,
+    handler: &mut impl FnMut(&Event<'_>),
+) -> usize {
+    let mut handled = 0;
+    while let Some(record) = ring.next() {
+        match decode(&record, clock_offset) {
+            Ok(event) => handler(&event),
+            Err(error) => {
+                log::debug!("undecodable ring buffer record: {error}");
+                *decode_errors += 1;
             }
         }
+        handled += 1;
     }
+    handled
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, CaptureError>

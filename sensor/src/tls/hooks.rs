@@ -22,7 +22,7 @@ use super::{
     openssl,
 };
 use crate::{
-    capture::ebpf::{EbpfCapture, TlsProgram, UprobeLink},
+    capture::ebpf::{detach_all, EbpfCapture, TlsProgram, UprobeLink},
     host::procfs::ProcFs,
 };
 
@@ -41,6 +41,11 @@ const MAX_QUEUED_SCANS: usize = 8192;
 /// Files known to hold no TLS code, remembered so short-lived processes do not make podtap read their
 /// executable again and again.
 const NOT_TLS_REMEMBERED: usize = 4096;
+/// A file no process maps any more keeps its probes this long: the same program is often started
+/// again (jobs, clients run in a loop), and detaching costs the kernel a grace period per probe.
+const IDLE_DETACH_AFTER: Duration = Duration::from_secs(120);
+/// Files kept hooked without users at most; beyond, the longest idle are detached.
+const MAX_IDLE_FILES: usize = 64;
 
 /// What a file holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +76,8 @@ struct TlsFile {
     links: Vec<UprobeLink>,
     /// Processes known to map it.
     users: usize,
+    /// Since when no process maps it.
+    idle_since: Option<Instant>,
 }
 
 struct Process {
@@ -108,6 +115,10 @@ pub struct TlsHooks {
     queue: VecDeque<(Instant, u32)>,
     last_sweep: Instant,
     stats: TlsHookStats,
+    /// Probes of files no process uses any more, detached in the background (`detach_all` takes a
+    /// grace period), and the threads doing it.
+    retired: Vec<UprobeLink>,
+    detaching: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl TlsHooks {
@@ -123,6 +134,21 @@ impl TlsHooks {
             queue: VecDeque::new(),
             last_sweep: Instant::now(),
             stats: TlsHookStats::default(),
+            retired: Vec::new(),
+            detaching: Vec::new(),
+        }
+    }
+
+    /// Detaches every probe, in parallel, and waits for it (podtap's exit: one by one, the kernel
+    /// would take a grace period each).
+    pub fn shutdown(mut self) {
+        let mut links = std::mem::take(&mut self.retired);
+        for (_, file) in self.files.drain() {
+            links.extend(file.links);
+        }
+        detach_all(links);
+        for handle in self.detaching.drain(..) {
+            let _ = handle.join();
         }
     }
 
@@ -154,6 +180,7 @@ impl TlsHooks {
 
     /// A process ran a new program.
     pub fn exec(&mut self, pid: u32, now: Instant) {
+        log::trace!("TLS: exec {pid}");
         for delay in SCANS_AFTER_EXEC {
             self.enqueue(now + delay, pid);
         }
@@ -171,10 +198,10 @@ impl TlsHooks {
     }
 
     /// A process exited: its files lose a user; a file without users loses its probes.
-    pub fn exit(&mut self, capture: &mut EbpfCapture, pid: u32) {
+    pub fn exit(&mut self, pid: u32) {
         if let Some(process) = self.processes.remove(&pid) {
             for id in process.files {
-                self.release(capture, id);
+                self.release(id);
             }
         }
     }
@@ -188,6 +215,13 @@ impl TlsHooks {
             if let Some((_, pid)) = self.queue.pop_front() {
                 self.scan(capture, pid);
             }
+        }
+        self.retire_idle(now);
+        self.detaching.retain(|handle| !handle.is_finished());
+        if !self.retired.is_empty() {
+            let links = std::mem::take(&mut self.retired);
+            self.detaching
+                .push(std::thread::spawn(move || detach_all(links)));
         }
     }
 
@@ -238,10 +272,14 @@ impl TlsHooks {
                 if !error.is_gone() {
                     log::debug!("TLS: pid {pid}: {error}");
                 }
-                self.exit(capture, pid);
+                self.exit(pid);
                 return;
             }
         };
+        log::trace!(
+            "TLS: pid {pid}: {:?}",
+            candidates.iter().map(|c| &c.shown_path).collect::<Vec<_>>()
+        );
         let mut files = Vec::new();
         for candidate in candidates {
             if self.not_tls.get(&candidate.id).is_some() {
@@ -275,28 +313,43 @@ impl TlsHooks {
             if !before.contains(id) {
                 if let Some(file) = self.files.get_mut(id) {
                     file.users += 1;
+                    file.idle_since = None;
                 }
             }
         }
         for id in before {
             if !files.contains(&id) {
-                self.release(capture, id);
+                self.release(id);
             }
         }
     }
 
-    fn release(&mut self, capture: &mut EbpfCapture, id: FileId) {
+    fn release(&mut self, id: FileId) {
         let Some(file) = self.files.get_mut(&id) else {
             return;
         };
         file.users = file.users.saturating_sub(1);
-        if file.users > 0 {
-            return;
+        if file.users == 0 {
+            file.idle_since = Some(Instant::now());
         }
-        if let Some(file) = self.files.remove(&id) {
-            log::debug!("TLS: {} no longer used: probes detached", file.shown_path);
-            for link in file.links {
-                capture.detach_uprobe(link);
+    }
+
+    /// Detaches (in the background) files idle for long, and the longest idle beyond the bound.
+    fn retire_idle(&mut self, now: Instant) {
+        let mut idle: Vec<(Instant, FileId)> = self
+            .files
+            .iter()
+            .filter_map(|(id, file)| file.idle_since.map(|since| (since, *id)))
+            .collect();
+        idle.sort_unstable();
+        let excess = idle.len().saturating_sub(MAX_IDLE_FILES);
+        for (i, (since, id)) in idle.into_iter().enumerate() {
+            if i >= excess && now.duration_since(since) < IDLE_DETACH_AFTER {
+                break;
+            }
+            if let Some(file) = self.files.remove(&id) {
+                log::debug!("TLS: {} unused: probes detached", file.shown_path);
+                self.retired.extend(file.links);
             }
         }
     }
@@ -349,9 +402,7 @@ impl TlsHooks {
             ) {
                 Ok(link) => links.push(link),
                 Err(error) => {
-                    for link in links {
-                        capture.detach_uprobe(link);
-                    }
+                    self.retired.extend(links);
                     return Some(self.unhookable(candidate, Some(code), error.to_string()));
                 }
             }
@@ -371,6 +422,7 @@ impl TlsHooks {
             },
             links,
             users: 0,
+            idle_since: None,
         })
     }
 
@@ -382,6 +434,7 @@ impl TlsHooks {
             status: HookStatus::Unhookable(why),
             links: Vec::new(),
             users: 0,
+            idle_since: None,
         }
     }
 }

@@ -39,13 +39,16 @@ impl MappedFile {
                 len: 0,
             });
         }
-        // SAFETY: a fresh read-only private mapping of an open file; checked for failure below.
+        // Shared, not private: the kernel puts the breakpoints of uprobes registered on a file (podtap's
+        // own, or another tracer's) into every *private* mapping of it that may execute, so a private
+        // mapping would show INT3s where the code has RETs. A read-only shared mapping is the file.
+        // SAFETY: a fresh read-only shared mapping of an open file; checked for failure below.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ,
-                libc::MAP_PRIVATE,
+                libc::MAP_SHARED,
                 file.as_raw_fd(),
                 0,
             )
