@@ -111,9 +111,20 @@ fn pump(
 }
 
 impl Podtap {
-    /// `podtap run --output jsonl --duration <duration_s>` plus `extra` args; returns once it prints
-    /// `podtap: capturing`, fails (with its stderr) if it exits or stays silent for 30 s.
+    /// `podtap run --output jsonl --duration <duration_s> --no-tls` plus `extra` args; returns once it
+    /// prints `podtap: capturing`, fails (with its stderr) if it exits or stays silent for 30 s.
+    ///
+    /// Without TLS hooks: the tests run in parallel, each with its own podtap, and every podtap would
+    /// hook every other test's TLS processes (a node runs one podtap). The TLS tests use `start_tls`.
     pub fn start(duration_s: u32, extra: &[&str]) -> Result<Self> {
+        let mut args = vec!["--no-tls"];
+        args.extend_from_slice(extra);
+        Self::start_tls(duration_s, &args)
+    }
+
+    /// `podtap run --output jsonl --duration <duration_s>` plus `extra` args, TLS hooks on (the
+    /// default of `podtap run`).
+    pub fn start_tls(duration_s: u32, extra: &[&str]) -> Result<Self> {
         require_root()?;
         let bin = binary()?;
         let mut cmd = Command::new(&bin);

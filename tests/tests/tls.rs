@@ -20,7 +20,7 @@ use podtap_tests::util::{require_tool, run, TempDir};
 use podtap_tests::{CallExpect, CgroupDriver, Nginx, PodPair, Podtap};
 
 fn podtap() -> Podtap {
-    Podtap::start(RUN_S, &[]).expect("podtap run")
+    Podtap::start_tls(RUN_S, &[]).expect("podtap run")
 }
 
 /// The pods and a certificate for pod b's address.
