@@ -16,6 +16,10 @@ pub struct Prog {
     pub name: String,
     /// Processes holding a descriptor of it (empty: pinned or attached without a link, i.e. leaked).
     pub pids: Vec<u32>,
+    /// Time spent in the program and the times it ran, while run-time statistics are enabled
+    /// (`BPF_ENABLE_STATS` or `kernel.bpf_stats_enabled`); 0 otherwise.
+    pub run_time_ns: u64,
+    pub run_count: u64,
 }
 
 /// Loaded programs whose name starts with `podtap`.
@@ -40,7 +44,37 @@ pub fn podtap_programs() -> Result<Vec<Prog>> {
                             .collect()
                     })
                     .unwrap_or_default(),
+                run_time_ns: p["run_time_ns"].as_u64().unwrap_or(0),
+                run_count: p["run_cnt"].as_u64().unwrap_or(0),
             })
         })
         .collect())
+}
+
+/// Ids of the eBPF programs process `pid` holds, through a program or a link descriptor (the
+/// `prog_id:` line of `/proc/<pid>/fdinfo/<fd>`; bpftool's own `pids` column needs a bpftool built
+/// with BPF skeletons, which Debian's is not).
+pub fn programs_held_by(pid: u32) -> Result<std::collections::BTreeSet<u64>> {
+    let fd_dir = format!("/proc/{pid}/fd");
+    let mut ids = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&fd_dir).with_context(|| format!("listing {fd_dir}"))? {
+        let entry = entry?;
+        // Descriptors close while we look: a vanished one is simply not held any more.
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy();
+        if target != "anon_inode:bpf-prog" && target != "anon_inode:bpf_link" {
+            continue;
+        }
+        let info = format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy());
+        let Ok(text) = std::fs::read_to_string(&info) else {
+            continue;
+        };
+        ids.extend(text.lines().find_map(|l| {
+            l.strip_prefix("prog_id:")
+                .and_then(|id| id.trim().parse::<u64>().ok())
+        }));
+    }
+    Ok(ids)
 }

@@ -7,7 +7,7 @@ use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use anyhow::{bail, Context as _, Result};
 
 use crate::netns::{Pod, PodProcess};
-use crate::util::{python, require_tool, run};
+use crate::util::{duration_us, python, require_tool, run};
 
 /// What a finished client run reports: its pid (as podtap should see it) and its stdout.
 #[derive(Debug)]
@@ -81,9 +81,14 @@ pub struct WrkResult {
     /// Connect/read/write/timeout errors plus non-2xx/3xx responses.
     pub errors: u64,
     pub requests_per_sec: f64,
+    /// Mean latency ("Latency" row of the thread stats), microseconds.
+    pub latency_mean_us: Option<f64>,
+    /// 99th percentile latency (the `--latency` distribution), microseconds.
+    pub latency_p99_us: Option<f64>,
 }
 
-/// Runs `wrk -t1 -c<connections> -d<seconds>s url` in the pod and parses its summary.
+/// Runs `wrk -t1 -c<connections> -d<seconds>s --latency url` in the pod and parses its summary.
+/// An `https://` URL works too: wrk speaks TLS through OpenSSL and does not verify the certificate.
 pub fn wrk(
     pod: &Pod,
     container: usize,
@@ -94,7 +99,7 @@ pub fn wrk(
     require_tool("wrk")?;
     let c = format!("-c{connections}");
     let d = format!("-d{seconds}s");
-    let out = run(&mut pod.command(container, "wrk", &["-t1", &c, &d, url])?)?;
+    let out = run(&mut pod.command(container, "wrk", &["-t1", &c, &d, "--latency", url])?)?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     parse_wrk(&text, connections).with_context(|| format!("parsing wrk output:\n{text}"))
 }
@@ -104,8 +109,18 @@ pub fn parse_wrk(text: &str, connections: u32) -> Result<WrkResult> {
     let mut requests = None;
     let mut errors = 0u64;
     let mut rps = 0.0;
+    let mut latency_mean_us = None;
+    let mut latency_p99_us = None;
     for line in text.lines().map(str::trim) {
-        if line.contains(" requests in ") {
+        if let Some(rest) = line.strip_prefix("Latency ") {
+            // "Latency   123.00us   45.00us   1.20ms   90.00%": the first column is the mean (the
+            // "Latency Distribution" heading that `--latency` adds has none).
+            if let Some(mean) = rest.split_whitespace().next().and_then(duration_us) {
+                latency_mean_us = Some(mean);
+            }
+        } else if let Some(rest) = line.strip_prefix("99%") {
+            latency_p99_us = duration_us(rest.trim());
+        } else if line.contains(" requests in ") {
             requests = line.split_whitespace().next().and_then(|n| n.parse().ok());
         } else if let Some(rest) = line.strip_prefix("Socket errors:") {
             // "Socket errors: connect 0, read 0, write 0, timeout 0"
@@ -129,6 +144,8 @@ pub fn parse_wrk(text: &str, connections: u32) -> Result<WrkResult> {
         connections,
         errors,
         requests_per_sec: rps,
+        latency_mean_us,
+        latency_p99_us,
     })
 }
 
@@ -221,10 +238,13 @@ for line in sys.stdin:
 mod tests {
     #[test]
     fn parses_wrk_summary() {
-        let text = "Running 2s test @ http://10.1.2.2:8080/items/1\n  1 threads and 4 connections\n  Thread Stats   Avg      Stdev     Max   +/- Stdev\n    Latency   123.00us   45.00us   1.20ms   90.00%\n    Req/Sec    30.12k     1.00k   32.00k    80.00%\n  60123 requests in 2.00s, 9.12MB read\n  Socket errors: connect 0, read 1, write 0, timeout 2\n  Non-2xx or 3xx responses: 4\nRequests/sec:  30061.50\nTransfer/sec:      4.56MB\n";
+        let text = "Running 2s test @ http://10.1.2.2:8080/items/1\n  1 threads and 4 connections\n  Thread Stats   Avg      Stdev     Max   +/- Stdev\n    Latency   123.00us   45.00us   1.20ms   90.00%\n    Req/Sec    30.12k     1.00k   32.00k    80.00%\n  Latency Distribution\n     50%  245.00us\n     75%  389.00us\n     90%  564.00us\n     99%    3.97ms\n  60123 requests in 2.00s, 9.12MB read\n  Socket errors: connect 0, read 1, write 0, timeout 2\n  Non-2xx or 3xx responses: 4\nRequests/sec:  30061.50\nTransfer/sec:      4.56MB\n";
         let r = super::parse_wrk(text, 4).expect("parse");
         assert_eq!(r.requests, 60123);
         assert_eq!(r.errors, 7);
         assert!((r.requests_per_sec - 30061.5).abs() < 1e-6);
+        let close = |got: Option<f64>, want: f64| got.is_some_and(|g| (g - want).abs() < 1e-6);
+        assert!(close(r.latency_mean_us, 123.0), "{r:?}");
+        assert!(close(r.latency_p99_us, 3970.0), "{r:?}");
     }
 }

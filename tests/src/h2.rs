@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 
 use crate::netns::{Pod, PodProcess};
-use crate::util::{python_with, require_tool, run, workspace_root, TempDir};
+use crate::util::{duration_us, python_with, require_tool, run, workspace_root, TempDir};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -263,6 +263,10 @@ pub struct H2loadResult {
     pub done: u64,
     pub succeeded: u64,
     pub status_2xx: u64,
+    /// From `finished in 20.05ms, 9975.06 req/s, ...`.
+    pub requests_per_sec: f64,
+    /// Mean of the `time for request:` row, microseconds.
+    pub request_mean_us: Option<f64>,
 }
 
 /// `h2load -n requests -c clients -m streams url` in the pod.
@@ -274,17 +278,49 @@ pub fn h2load(
     clients: u32,
     streams: u32,
 ) -> Result<H2loadResult> {
-    require_tool("h2load")?;
-    let (n, c, m) = (
-        requests.to_string(),
-        clients.to_string(),
-        streams.to_string(),
-    );
-    let mut cmd = pod.command(
+    run_h2load(
+        pod,
         container,
-        "h2load",
-        &["-n", &n, "-c", &c, "-m", &m, "-t", "1", url],
-    )?;
+        &["-n", &requests.to_string()],
+        url,
+        clients,
+        streams,
+    )
+}
+
+/// `h2load -D seconds -c clients -m streams url` in the pod: load for a fixed time (over TLS with an
+/// `https://` URL, ALPN h2; h2load does not verify the certificate).
+pub fn h2load_for(
+    pod: &Pod,
+    container: usize,
+    url: &str,
+    seconds: u32,
+    clients: u32,
+    streams: u32,
+) -> Result<H2loadResult> {
+    run_h2load(
+        pod,
+        container,
+        &["-D", &seconds.to_string()],
+        url,
+        clients,
+        streams,
+    )
+}
+
+fn run_h2load(
+    pod: &Pod,
+    container: usize,
+    amount: &[&str],
+    url: &str,
+    clients: u32,
+    streams: u32,
+) -> Result<H2loadResult> {
+    require_tool("h2load")?;
+    let (c, m) = (clients.to_string(), streams.to_string());
+    let mut args = amount.to_vec();
+    args.extend(["-c", &c, "-m", &m, "-t", "1", url]);
+    let mut cmd = pod.command(container, "h2load", &args)?;
     let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let pid = child.id();
     let out = child.wait_with_output()?;
@@ -315,11 +351,27 @@ pub fn parse_h2load(text: &str, pid: u32) -> Result<H2loadResult> {
         .lines()
         .find(|l| l.starts_with("status codes:"))
         .context("no status codes line")?;
+    let requests_per_sec = text
+        .lines()
+        .find(|l| l.starts_with("finished in"))
+        .and_then(|l| {
+            l.split(',')
+                .find_map(|part| part.trim().strip_suffix(" req/s")?.parse().ok())
+        })
+        .context("no req/s in the `finished in` line")?;
+    // "time for request:       51us      3.58ms       301us ...": min, max, mean.
+    let request_mean_us = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("time for request:"))
+        .and_then(|rest| rest.split_whitespace().nth(2))
+        .and_then(duration_us);
     Ok(H2loadResult {
         pid,
         done: number_before(requests, "done").context("done")?,
         succeeded: number_before(requests, "succeeded").context("succeeded")?,
         status_2xx: number_before(codes, "2xx").context("2xx")?,
+        requests_per_sec,
+        request_mean_us,
     })
 }
 
@@ -327,11 +379,16 @@ pub fn parse_h2load(text: &str, pid: u32) -> Result<H2loadResult> {
 mod tests {
     #[test]
     fn parses_h2load_summary() {
-        let text = "finished in 20.05ms, 9975.06 req/s, 1.06MB/s\nrequests: 200 total, 200 started, 200 done, 199 succeeded, 1 failed, 0 errored, 0 timeout\nstatus codes: 199 2xx, 0 3xx, 1 4xx, 0 5xx\ntraffic: 21.72KB (22243) total\n";
+        let text = "finished in 20.05ms, 9975.06 req/s, 1.06MB/s\nrequests: 200 total, 200 started, 200 done, 199 succeeded, 1 failed, 0 errored, 0 timeout\nstatus codes: 199 2xx, 0 3xx, 1 4xx, 0 5xx\ntraffic: 21.72KB (22243) total\n                     min         max         mean         sd        +/- sd\ntime for request:       51us      3.58ms       301us       186us    85.66%\n";
         let r = super::parse_h2load(text, 7).expect("parse");
         assert_eq!(
             (r.pid, r.done, r.succeeded, r.status_2xx),
             (7, 200, 199, 199)
+        );
+        assert!((r.requests_per_sec - 9975.06).abs() < 1e-6, "{r:?}");
+        assert!(
+            r.request_mean_us.is_some_and(|m| (m - 301.0).abs() < 1e-6),
+            "{r:?}"
         );
     }
 }

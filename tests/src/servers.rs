@@ -41,8 +41,10 @@ impl Nginx {
         cert: &std::path::Path,
         key: &std::path::Path,
     ) -> Result<Self> {
+        // A session cache so reconnecting clients resume instead of doing a full handshake.
         let tls = format!(
-            "ssl_certificate {};\n        ssl_certificate_key {};",
+            "ssl_certificate {};\n        ssl_certificate_key {};\n        \
+             ssl_session_cache shared:podtap:1m;",
             cert.display(),
             key.display()
         );

@@ -54,14 +54,25 @@ enum Task {
 
 #[derive(Subcommand)]
 enum BenchKind {
-    /// Throughput with and without podtap, podtap's CPU per 1,000 calls, peak RSS, calls reported.
+    /// Throughput and latency with and without podtap, podtap's CPU per 1,000 calls, peak RSS, calls
+    /// reported.
     Overhead {
-        /// Seconds of wrk load per phase.
+        /// Seconds of load per phase.
         #[arg(long, default_value_t = 10)]
         seconds: u32,
-        /// wrk connections.
-        #[arg(long, default_value_t = 4)]
-        connections: u32,
+        /// Client connections (default: 4 in the clear, 16 over TLS).
+        #[arg(long)]
+        connections: Option<u32>,
+        /// Over TLS: nginx with a self-signed certificate, wrk over HTTPS (HTTP/1.1).
+        #[arg(long)]
+        tls: bool,
+        /// With --tls: h2load over TLS (ALPN h2) instead of wrk.
+        #[arg(long, requires = "tls")]
+        h2: bool,
+        /// Phases with podtap, each between two without; the ratio and latencies are the median over
+        /// rounds (more rounds of fewer seconds ride out a noisy machine better).
+        #[arg(long, default_value_t = 1)]
+        rounds: u32,
     },
     /// `podtap replay` on large recorded captures (HTTP/1.1, Redis) against tshark, one core.
     Replay {
@@ -113,7 +124,26 @@ fn real_main() -> Result<()> {
                 BenchKind::Overhead {
                     seconds,
                     connections,
-                } => bench::overhead(&bin, seconds, connections),
+                    tls,
+                    h2,
+                    rounds,
+                } => {
+                    let traffic = match (tls, h2) {
+                        (false, _) => bench::Traffic::Plain,
+                        (true, false) => bench::Traffic::Tls,
+                        (true, true) => bench::Traffic::TlsH2,
+                    };
+                    let connections = connections.unwrap_or_else(|| traffic.default_connections());
+                    bench::overhead(
+                        &bin,
+                        &bench::OverheadOptions {
+                            seconds,
+                            connections,
+                            traffic,
+                            rounds,
+                        },
+                    )
+                }
                 BenchKind::Replay {
                     http_calls,
                     redis_commands,
