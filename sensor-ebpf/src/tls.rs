@@ -27,8 +27,8 @@ use podtap_common::{
 };
 
 use crate::{
-    capped, count, read_kernel, skipped_prefix, verifier_len, wakeup_flags, AF_INET, AF_INET6,
-    EVENTS, SCRATCH, SCRATCH_TLS, SELF_TGID,
+    capped, count, output_record, read_kernel, skipped_prefix, verifier_len, AF_INET, AF_INET6,
+    SCRATCH, SCRATCH_TLS, SELF_TGID,
 };
 
 /// `offsetof(task_struct, thread.fsbase)`, from the kernel's BTF (set by the loader; 0: unknown, and
@@ -484,14 +484,10 @@ fn emit(tgid: u32, call: &TlsCall, bytes: u64) {
             captured = want;
         }
     }
-    header.captured = captured;
-    let total = size_of::<PacketHeader>() + captured as usize;
-    // SAFETY: `total` never exceeds the size of the scratch slot, which is ours during this run.
-    let record = unsafe { core::slice::from_raw_parts(scratch.cast::<u8>(), total) };
-    if EVENTS.output::<[u8]>(record, wakeup_flags()).is_err() {
-        count(COUNTER_TLS_RINGBUF_FULL, 1);
-    } else {
+    if output_record(scratch, captured) {
         count(COUNTER_TLS_RECORDS, 1);
+    } else {
+        count(COUNTER_TLS_RINGBUF_FULL, 1);
     }
 }
 
@@ -526,10 +522,8 @@ fn process_event(what: u32, tgid: u32) {
         tgid,
         _pad: 0,
     };
-    if EVENTS
-        .output::<ProcessEvent>(&event, wakeup_flags())
-        .is_err()
-    {
+    // Few and urgent (a new program may be about to use TLS): wake the reader every time.
+    if PROCESS_EVENTS.output::<ProcessEvent>(&event, 0).is_err() {
         count(COUNTER_PROCESS_RINGBUF_FULL, 1);
     }
 }
