@@ -354,14 +354,22 @@ fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
             captured = want;
         }
     }
-    header.captured = captured;
-    let total = size_of::<PacketHeader>() + captured as usize;
-    // SAFETY: `total` never exceeds the size of the scratch slot, which is ours during this run.
-    let record = unsafe { core::slice::from_raw_parts(scratch.cast::<u8>(), total) };
-    if EVENTS.output::<[u8]>(record, wakeup_flags()).is_err() {
+    if !output_record(scratch, captured) {
         count(COUNTER_RINGBUF_FULL, 1);
     }
     Ok(())
+}
+
+/// Sends the record built in `scratch` (its header filled in, `captured` payload bytes after it) to
+/// the ring buffer. `false`: the ring buffer was full.
+#[inline(always)]
+fn output_record(scratch: *mut Scratch, captured: u32) -> bool {
+    // SAFETY: the per-CPU scratch slot is ours for the duration of this program run.
+    unsafe { (*scratch).header.captured = captured };
+    let total = size_of::<PacketHeader>() + captured as usize;
+    // SAFETY: `total` never exceeds the size of the scratch slot (`captured` <= MAX_PAYLOAD_LIMIT).
+    let record = unsafe { core::slice::from_raw_parts(scratch.cast::<u8>(), total) };
+    EVENTS.output::<[u8]>(record, wakeup_flags()).is_ok()
 }
 
 #[btf_tracepoint(function = "sock_send_length")]

@@ -3,8 +3,8 @@
 //! Hooks (minimum kernel): `cgroup_skb` ingress and egress on the cgroup v2 root (4.10; ring buffer
 //! 5.8), `tp_btf` on `sock_send_length` / `sock_recv_length` (6.3); for TLS, the tracepoints
 //! `sched_process_exec` / `sched_process_exit` and uprobes with attach cookies (5.15), attached file by
-//! file as `tls::TlsHooks` finds TLS code. Everything is detached when the `EbpfCapture` is dropped
-//! (links are owned by it, nothing is pinned).
+//! file as `tls::TlsHooks` finds TLS code. Nothing is pinned: the programs are detached when the
+//! `EbpfCapture` is dropped, the uprobes when their `UprobeLink`s are (`detach_all`).
 
 use std::{fs::File, os::fd::AsRawFd, path::PathBuf, time::Duration};
 
