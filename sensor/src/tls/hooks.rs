@@ -172,7 +172,17 @@ impl TlsHooks {
     pub fn scan_all(&mut self, capture: &mut EbpfCapture) {
         self.last_sweep = Instant::now();
         let pids = discover::pids(&self.proc);
-        self.processes.retain(|pid, _| pids.contains(pid));
+        // Processes whose exit was missed: their files lose them as users, as at an exit.
+        let alive: std::collections::HashSet<u32> = pids.iter().copied().collect();
+        let gone: Vec<u32> = self
+            .processes
+            .keys()
+            .copied()
+            .filter(|pid| !alive.contains(pid))
+            .collect();
+        for pid in gone {
+            self.exit(pid);
+        }
         for pid in pids {
             self.scan(capture, pid);
         }
