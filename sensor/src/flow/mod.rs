@@ -70,6 +70,16 @@ const TLS_PEER_WAIT_NS: u64 = 500_000_000;
 /// Server TLS calls waiting so at most; beyond, the oldest go out at once.
 const MAX_DEFERRED: usize = 4096;
 
+/// Which held TLS records `FlowTable::release_tls` hands on.
+#[derive(Clone, Copy)]
+enum Release {
+    /// Those whose reorder wait is over by this time (or by the latest time seen).
+    Due(UnixNanos),
+    /// Those stamped at this time or before.
+    Until(UnixNanos),
+    All,
+}
+
 /// Calls of a server's TLS session held back until its client's side may have shown up.
 struct Deferred {
     due: UnixNanos,
@@ -392,15 +402,15 @@ impl FlowTable {
                     if let Some((early, payload)) = self.tls_reorder.push(packet) {
                         self.tls_packet(early, &payload, calls, skips);
                     }
-                    self.release_tls(0, calls, skips);
+                    self.release_tls(Release::Due(0), calls, skips);
                     return;
                 }
                 if packet.flags.fin || packet.flags.rst {
-                    // The plaintext a connection carried comes before its end.
-                    self.release_tls(UnixNanos::MAX, calls, skips);
-                } else {
-                    self.release_tls(0, calls, skips);
+                    // The plaintext a connection carried (stamped no later than its end) comes
+                    // before its end; other connections' records keep their wait.
+                    self.release_tls(Release::Until(packet.ts), calls, skips);
                 }
+                self.release_tls(Release::Due(0), calls, skips);
                 match packet.transport {
                     Transport::Tcp => self.packet(packet, calls, skips),
                     Transport::Udp => self.datagram(packet, calls, skips),
@@ -409,19 +419,18 @@ impl FlowTable {
         }
     }
 
-    /// Hands held TLS records to the table, in time order: those due by `now` (everything with
-    /// `UnixNanos::MAX`).
+    /// Hands held TLS records to the table, in time order: those `which` says.
     fn release_tls(
         &mut self,
-        now: UnixNanos,
+        which: Release,
         calls: &mut Vec<FlowCall>,
         skips: &mut Vec<SkipRequest>,
     ) {
         loop {
-            let next = if now == UnixNanos::MAX {
-                self.tls_reorder.pop()
-            } else {
-                self.tls_reorder.pop_due(now)
+            let next = match which {
+                Release::Due(now) => self.tls_reorder.pop_due(now),
+                Release::Until(ts) => self.tls_reorder.pop_until(ts),
+                Release::All => self.tls_reorder.pop(),
             };
             let Some((packet, payload)) = next else {
                 break;
@@ -958,7 +967,7 @@ impl FlowTable {
         calls: &mut Vec<FlowCall>,
         skips: &mut Vec<SkipRequest>,
     ) {
-        self.release_tls(now, calls, skips);
+        self.release_tls(Release::Due(now), calls, skips);
         let tcp_deadline = now.saturating_sub(self.config.idle_timeout_ns);
         let udp_deadline = now.saturating_sub(self.config.udp_idle_timeout_ns);
         // Least recently used first; past the later deadline nothing is idle under either timeout.
@@ -986,7 +995,7 @@ impl FlowTable {
 
     /// Closes every connection (end of capture): pending requests are reported as `no_response`.
     pub fn finish(&mut self, calls: &mut Vec<FlowCall>, skips: &mut Vec<SkipRequest>) {
-        self.release_tls(UnixNanos::MAX, calls, skips);
+        self.release_tls(Release::All, calls, skips);
         while let Some((&key, conn)) = self.connections.peek_lru() {
             let ts = conn.last_seen;
             self.close(key, ts, calls, skips);

@@ -81,6 +81,14 @@ impl TlsReorder {
         None
     }
 
+    /// The earliest held record if it was stamped at `ts` or before.
+    pub fn pop_until(&mut self, ts: UnixNanos) -> Option<(Packet<'static>, Vec<u8>)> {
+        if self.held.peek().is_some_and(|Reverse(h)| h.ts <= ts) {
+            return self.pop();
+        }
+        None
+    }
+
     /// The earliest held record, due or not.
     pub fn pop(&mut self) -> Option<(Packet<'static>, Vec<u8>)> {
         self.held
