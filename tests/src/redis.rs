@@ -33,35 +33,36 @@ impl RedisServer {
     /// `redis-server --bind IP --port PORT --save "" --appendonly no --protected-mode no` in the
     /// foreground; returns once it accepts connections.
     pub fn start(pod: &Pod, container: usize, port: u16) -> Result<Self> {
+        Self::start_with(pod, container, port, &["--port", &port.to_string()])
+    }
+
+    /// The same with `listen` in place of `--port PORT` (what the server listens on: `port` is where
+    /// it is waited for), e.g. a TLS port.
+    pub fn start_with(pod: &Pod, container: usize, port: u16, listen: &[&str]) -> Result<Self> {
         let server = require_tool("redis-server")?.to_string_lossy().into_owned();
         let dir = TempDir::new("podtap-redis")?;
         let ip = pod.ip.to_string();
-        let port_s = port.to_string();
         let d = dir.path().to_string_lossy().into_owned();
         let log = dir.path().join("redis.log");
-        let process = pod.spawn(
-            container,
-            &server,
-            &[
-                "--bind",
-                &ip,
-                "--port",
-                &port_s,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                // Clients come from the other pod, and there is no password.
-                "--protected-mode",
-                "no",
-                "--daemonize",
-                "no",
-                "--dir",
-                &d,
-                "--logfile",
-                &log.to_string_lossy(),
-            ],
-        )?;
+        let log_s = log.to_string_lossy().into_owned();
+        let mut args = vec!["--bind", &ip];
+        args.extend_from_slice(listen);
+        args.extend_from_slice(&[
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            // Clients come from the other pod, and there is no password.
+            "--protected-mode",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            &d,
+            "--logfile",
+            &log_s,
+        ]);
+        let process = pod.spawn(container, &server, &args)?;
         let mut this = Self {
             ip: pod.ip,
             port,
@@ -72,7 +73,7 @@ impl RedisServer {
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             let status = this.process.child.try_wait().ok().flatten();
             return Err(e.context(format!(
-                "redis-server did not start (exit: {status:?}); log:\n{log}"
+                "redis-server {listen:?} did not start (exit: {status:?}); log:\n{log}"
             )));
         }
         Ok(this)

@@ -27,7 +27,7 @@ use crate::h2::{build_go, GoSymbols};
 use crate::netns::{Pod, PodPair, PodProcess};
 use crate::podtap::Podtap;
 use crate::records::EndExpect;
-use crate::redis::RedisCall;
+use crate::redis::{RedisCall, RedisServer};
 use crate::util::{python, python_with, require_tool, run, wait_until, TempDir};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -222,77 +222,37 @@ pub fn python_https(
 }
 
 /// `redis-server` with TLS only (`--port 0 --tls-port P`), no client certificates asked.
-#[derive(Debug)]
-pub struct RedisTls {
-    pub ip: Ipv4Addr,
-    pub port: u16,
-    pub process: PodProcess,
-    pub dir: TempDir,
-}
-
-impl RedisTls {
-    pub fn start(pod: &Pod, container: usize, port: u16, certs: &Certs) -> Result<Self> {
-        let server = require_tool("redis-server")?.to_string_lossy().into_owned();
-        let dir = TempDir::new("podtap-redis-tls")?;
-        let log = dir.path().join("redis.log");
-        let (ip, port_s, d) = (
-            pod.ip.to_string(),
-            port.to_string(),
-            dir.path().to_string_lossy().into_owned(),
-        );
-        let (cert, key, ca, log_s) = (
-            certs.cert.to_string_lossy().into_owned(),
-            certs.key.to_string_lossy().into_owned(),
-            certs.ca.to_string_lossy().into_owned(),
-            log.to_string_lossy().into_owned(),
-        );
-        let process = pod.spawn(
-            container,
-            &server,
-            &[
-                "--bind",
-                &ip,
-                "--port",
-                "0",
-                "--tls-port",
-                &port_s,
-                "--tls-cert-file",
-                &cert,
-                "--tls-key-file",
-                &key,
-                "--tls-ca-cert-file",
-                &ca,
-                "--tls-auth-clients",
-                "no",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "no",
-                "--daemonize",
-                "no",
-                "--dir",
-                &d,
-                "--logfile",
-                &log_s,
-            ],
-        )?;
-        let mut this = Self {
-            ip: pod.ip,
-            port,
-            process,
-            dir,
-        };
-        if let Err(e) = pod.wait_listening(pod.ip, port, READY_TIMEOUT) {
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            let status = this.process.child.try_wait().ok().flatten();
-            return Err(e.context(format!(
-                "redis-server --tls-port did not start (exit: {status:?}); log:\n{log}"
-            )));
-        }
-        Ok(this)
-    }
+pub fn redis_server_tls(
+    pod: &Pod,
+    container: usize,
+    port: u16,
+    certs: &Certs,
+) -> Result<RedisServer> {
+    let (port_s, cert, key, ca) = (
+        port.to_string(),
+        certs.cert.to_string_lossy().into_owned(),
+        certs.key.to_string_lossy().into_owned(),
+        certs.ca.to_string_lossy().into_owned(),
+    );
+    RedisServer::start_with(
+        pod,
+        container,
+        port,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port_s,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+        ],
+    )
 }
 
 /// `redis-cli --tls --cacert CA -h IP -p PORT` reading `commands` (one a line) from stdin: all on one
@@ -300,7 +260,7 @@ impl RedisTls {
 pub fn redis_cli_tls(
     pod: &Pod,
     container: usize,
-    server: &RedisTls,
+    server: &RedisServer,
     ca: &Path,
     commands: &[&str],
 ) -> Result<(u32, String)> {

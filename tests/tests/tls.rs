@@ -14,7 +14,7 @@ use podtap_tests::tls::{
     assert_all_tls, assert_connections, assert_grpc_calls, assert_redis_calls, assert_version,
     check_tls, curl_https, etcd_bin_dir, finish, go_https_client, go_program, https_url,
     nginx_worker_pid, parse_go_client, python_https, redis_cli_tls, Certs, Etcd, Gated, GoServer,
-    GrpcioTlsServer, RedisTls, RootDir, RUN_S,
+    GrpcioTlsServer, RootDir, RUN_S,
 };
 use podtap_tests::util::{require_tool, run, TempDir};
 use podtap_tests::{CallExpect, CgroupDriver, Nginx, PodPair, Podtap};
@@ -144,7 +144,8 @@ fn c_python_ssl_to_nginx() {
 fn d_redis_cli_tls_to_redis_server_tls() {
     let (pair, certs) = pods(CgroupDriver::Systemd, CgroupDriver::Systemd);
     let port = 6390;
-    let server = RedisTls::start(&pair.b, 0, port, &certs).expect("redis-server --tls-port");
+    let server = podtap_tests::tls::redis_server_tls(&pair.b, 0, port, &certs)
+        .expect("redis-server --tls-port");
     let mut tap = podtap();
     let (pid, stdout) = redis_cli_tls(
         &pair.a,
