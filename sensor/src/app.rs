@@ -22,6 +22,7 @@ use crate::{
     export::Sink,
     flow::{FlowCall, FlowConfig, FlowStats, FlowTable, SkipRequest},
     host::procfs::ProcFs,
+    k8s::{filter::CaptureFilter, meta::MetadataStore},
     tls::{TlsHookStats, TlsHooks},
 };
 
@@ -46,6 +47,10 @@ pub struct LiveOptions {
     pub duration: Option<Duration>,
     /// The `/proc` tree of the node's processes (TLS libraries are found through it).
     pub proc_root: std::path::PathBuf,
+    /// Names from the Kubernetes API (none: pod uids only).
+    pub metadata: Option<Arc<MetadataStore>>,
+    /// Which pods are captured.
+    pub filter: CaptureFilter,
 }
 
 /// Counters of one run, printed as the summary line.
@@ -188,6 +193,14 @@ pub fn run_live(
             flow.tick(unix_now(), &mut calls, &mut skips);
             capture.apply_skips(&skips);
             skips.clear();
+            summary.flow = flow.stats();
+            summary.kernel = capture.counters();
+            summary.decode_errors = capture.decode_errors;
+            summary.skip_errors = capture.skip_errors;
+            if let Some(tls) = &tls {
+                summary.tls = tls.stats();
+            }
+            sink.health(&summary);
         }
         if let Err(error) = write_calls(&mut calls, cgroups, sink, &mut summary.calls_written)
             .and_then(|()| sink.flush().map_err(AppError::Output))

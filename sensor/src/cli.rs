@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Capture every pod's traffic on this node and print the calls.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Rebuild the calls in a pcap or pcapng file.
     Replay(ReplayArgs),
     /// Probe this node for what podtap needs; exit non-zero when a required item is missing.
@@ -94,6 +94,74 @@ pub struct RunArgs {
     pub no_tls: bool,
     #[command(flatten)]
     pub proc: ProcArgs,
+    #[command(flatten)]
+    pub kubernetes: KubernetesArgs,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// The Kubernetes API: names of pods, workloads and Services.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Kubernetes")]
+pub struct KubernetesArgs {
+    /// kubeconfig to use (default: in-cluster config, else $KUBECONFIG or ~/.kube/config; without
+    /// any, podtap runs and reports pod uids only).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name (the pods watched are those with this `spec.nodeName`).
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Do not talk to the Kubernetes API at all.
+    #[arg(long)]
+    pub no_kubernetes: bool,
+}
+
+/// Which pods are captured; the rest never leave the kernel.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Capture filter")]
+pub struct FilterArgs {
+    /// Capture only pods of this namespace (repeatable).
+    #[arg(long = "namespace", value_name = "NS")]
+    pub namespaces: Vec<String>,
+    /// Never capture pods of this namespace (repeatable).
+    #[arg(long = "exclude-namespace", value_name = "NS")]
+    pub exclude_namespaces: Vec<String>,
+    /// Capture only pods whose name matches this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    pub pod: Option<String>,
+    /// Capture only pods whose labels match this label selector (`app=web,tier!=db`).
+    #[arg(long, value_name = "LABELS")]
+    pub selector: Option<String>,
+}
+
+/// OpenTelemetry export.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "OpenTelemetry")]
+pub struct OtlpArgs {
+    /// OTLP receiver to send spans and metrics to (`http://collector:4317`); none: no export.
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP transport.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "grpc",
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL"
+    )]
+    pub otlp_protocol: crate::export::otlp::OtlpProtocol,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Metrics")]
+pub struct MetricsArgs {
+    /// Address of the Prometheus `/metrics` endpoint (`off`: none).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: String,
 }
 
 #[derive(Debug, clap::Args)]

@@ -14,11 +14,56 @@ use podtap::{
     capture::ebpf::EbpfConfig,
     check,
     cli::{Cli, Command, Output, OutputArgs},
-    export::{jsonl::JsonLines, pretty::Pretty, Discard, Sink},
+    export::{
+        jsonl::JsonLines,
+        metrics::{Metrics, MetricsSink},
+        otlp::{OtlpConfig, OtlpExporter},
+        pretty::Pretty,
+        Discard, Fanout, Sink,
+    },
     flow::FlowConfig,
     host,
-    k8s::CgroupResolver,
+    k8s::{filter::CaptureFilter, meta::MetadataStore, CgroupResolver},
 };
+
+/// Background work (Kubernetes watches, OTLP export, the metrics endpoint) runs on a small tokio
+/// runtime beside the capture loop, which stays on the main thread.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("podtap-io")
+        .enable_all()
+        .build()
+        .context("starting the I/O runtime")
+}
+
+/// The calls' destinations of `podtap run`: the terminal, the metric store, and OTLP when configured.
+fn live_sinks(
+    args: &podtap::cli::RunArgs,
+    runtime: &tokio::runtime::Handle,
+    metadata: Option<&Arc<MetadataStore>>,
+) -> anyhow::Result<Box<dyn Sink>> {
+    let metrics = Metrics::new();
+    let mut sinks: Vec<Box<dyn Sink>> = vec![
+        sink(&args.output),
+        Box::new(MetricsSink(Arc::clone(&metrics))),
+    ];
+    if let Some(endpoint) = &args.otlp.otlp_endpoint {
+        let config = OtlpConfig {
+            endpoint: endpoint.clone(),
+            protocol: args.otlp.otlp_protocol,
+            headers: Vec::new(),
+            timeout: Duration::from_secs(10),
+            queue_spans: 8192,
+            metrics_interval: Duration::from_secs(10),
+            node_name: metadata.and_then(|m| m.node_name().map(str::to_owned)),
+        };
+        let exporter = OtlpExporter::start(config, runtime, Some(Arc::clone(&metrics)))
+            .context("starting the OTLP exporter")?;
+        sinks.push(Box::new(exporter));
+    }
+    Ok(Box::new(Fanout(sinks)))
+}
 
 fn sink(args: &OutputArgs) -> Box<dyn Sink> {
     let stdout = std::io::stdout();
@@ -91,7 +136,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => {
             require_privileges()?;
-            let cgroup_root = prepare_host(args.cgroup_root)?;
+            let cgroup_root = prepare_host(args.cgroup_root.clone())?;
             let mut cgroups =
                 CgroupResolver::new(&cgroup_root, 16_384).context("cgroup resolver")?;
             let options = LiveOptions {
@@ -110,14 +155,17 @@ fn main() -> anyhow::Result<()> {
                     ..FlowConfig::default()
                 },
                 duration: args.duration.map(Duration::from_secs_f64),
-                proc_root: args.proc.proc_root,
+                proc_root: args.proc.proc_root.clone(),
+                metadata: None,
+                filter: CaptureFilter::default(),
             };
+            let runtime = runtime()?;
             let stop = Arc::new(AtomicBool::new(false));
             for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
                 signal_hook::flag::register(signal, Arc::clone(&stop))
                     .context("installing signal handlers")?;
             }
-            let mut sink = sink(&args.output);
+            let mut sink = live_sinks(&args, runtime.handle(), options.metadata.as_ref())?;
             let summary = app::run_live(
                 &options,
                 &mut cgroups,

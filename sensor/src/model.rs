@@ -2,9 +2,11 @@
 //! the protocol parsers through attribution to every sink. Its JSON form is the call record contract of
 //! DESIGN.md ("Output contracts"): absent knowledge is an absent key, never an invented value.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use serde::Serialize;
+
+use crate::k8s::meta::PodMeta;
 
 /// Nanoseconds since the Unix epoch. Every timestamp inside the pipeline is wall-clock time; capture
 /// sources convert their own clocks at the edge.
@@ -95,6 +97,50 @@ pub struct Endpoint {
     pub pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process: Option<String>,
+    /// Where this end runs (for spans and the service graph; not part of the record).
+    #[serde(skip)]
+    pub site: Site,
+    /// The pod's metadata from the Kubernetes API, when this end is a known pod (the resource of its
+    /// spans; not part of the record, whose name fields above are filled from it).
+    #[serde(skip)]
+    pub meta: Option<Arc<PodMeta>>,
+}
+
+/// Where an end of a call runs, as far as this node knows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Site {
+    /// A socket on this node.
+    Local,
+    /// A pod on another node whose podtap captures it (that node reports its side).
+    CapturedElsewhere,
+    /// Anything else: outside the cluster, a host-network or filtered-out pod, a Service whose
+    /// backends podtap cannot see, or an address nobody knows.
+    #[default]
+    Remote,
+}
+
+/// Why a call is security-relevant (DESIGN.md, "Sensitive calls").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SensitiveCategory {
+    /// A cloud instance metadata service (169.254.169.254, fd00:ec2::254, metadata.google.internal).
+    CloudMetadata,
+    /// A metadata service path that hands out credentials or tokens.
+    CloudCredentials,
+    /// A Kubernetes API read (get, list, watch) of Secrets.
+    K8sSecret,
+}
+
+impl SensitiveCategory {
+    /// The `category` label value.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SensitiveCategory::CloudMetadata => "cloud_metadata",
+            SensitiveCategory::CloudCredentials => "cloud_credentials",
+            SensitiveCategory::K8sSecret => "k8s_secret",
+        }
+    }
 }
 
 impl Endpoint {
@@ -112,6 +158,8 @@ impl Endpoint {
             service: None,
             pid: None,
             process: None,
+            site: Site::Remote,
+            meta: None,
         }
     }
 }
@@ -307,6 +355,16 @@ pub struct Call {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response: Option<Response>,
     pub status: CallStatus,
+    /// Set when the call touches something an alert should know about (cloud metadata, Secrets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensitive: Option<SensitiveCategory>,
+    /// Bytes the client sent on the connection for this call (from the stream positions; 0 when
+    /// unknown). Not part of the record: feeds the bytes-per-edge metrics.
+    #[serde(skip)]
+    pub request_bytes: u64,
+    /// Bytes the server sent for this call.
+    #[serde(skip)]
+    pub response_bytes: u64,
 }
 
 impl Call {
@@ -332,6 +390,9 @@ impl Call {
             request: parsed.request,
             response: parsed.response,
             status: parsed.status,
+            sensitive: None,
+            request_bytes: 0,
+            response_bytes: 0,
         }
     }
 }

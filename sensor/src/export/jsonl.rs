@@ -63,6 +63,9 @@ pub fn write_call(out: &mut Vec<u8>, call: &Call) -> io::Result<()> {
         request,
         response,
         status,
+        sensitive,
+        request_bytes: _,
+        response_bytes: _,
     } = call;
     out.extend_from_slice(b"{\"time\":\"");
     write_time(out, *time);
@@ -135,7 +138,13 @@ pub fn write_call(out: &mut Vec<u8>, call: &Call) -> io::Result<()> {
         CallStatus::Error => b"error",
         CallStatus::NoResponse => b"no_response",
     });
-    out.extend_from_slice(b"\"}");
+    out.push(b'"');
+    if let Some(category) = sensitive {
+        out.extend_from_slice(b",\"sensitive\":\"");
+        out.extend_from_slice(category.as_str().as_bytes());
+        out.push(b'"');
+    }
+    out.push(b'}');
     Ok(())
 }
 
@@ -164,6 +173,8 @@ fn write_endpoint(out: &mut Vec<u8>, end: &Endpoint) {
         service,
         pid,
         process,
+        site: _,
+        meta: _,
     } = end;
     out.extend_from_slice(b"{\"ip\":\"");
     // Addresses need no escaping; `Display` is the form serde writes.
@@ -321,7 +332,7 @@ mod tests {
     use super::*;
     use crate::model::{
         AmqpRequest, AmqpResponse, DnsRequest, DnsResponse, GrpcRequest, GrpcResponse,
-        KafkaRequest, KafkaResponse, RedisRequest, RedisResponse,
+        KafkaRequest, KafkaResponse, RedisRequest, RedisResponse, SensitiveCategory,
     };
 
     fn ours(call: &Call) -> String {
@@ -343,6 +354,8 @@ mod tests {
             service: Some(format!("s {text}")),
             pid: Some(u32::MAX),
             process: Some(format!("p {text}")),
+            site: crate::model::Site::Local,
+            meta: None,
         }
     }
 
@@ -480,6 +493,14 @@ mod tests {
                 request,
                 response: (i % 4 != 0).then_some(response),
                 status: statuses[i % statuses.len()],
+                sensitive: [
+                    None,
+                    Some(SensitiveCategory::CloudMetadata),
+                    Some(SensitiveCategory::CloudCredentials),
+                    Some(SensitiveCategory::K8sSecret),
+                ][i % 4],
+                request_bytes: 1,
+                response_bytes: 2,
             };
             assert_eq!(
                 ours(&call),

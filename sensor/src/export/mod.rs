@@ -1,11 +1,13 @@
 //! Sinks: where finished `Call`s go. Each sink is built from its own options and writes calls in order.
 
 pub mod jsonl;
+pub mod metrics;
+pub mod otlp;
 pub mod pretty;
 
 use std::io;
 
-use crate::model::Call;
+use crate::{app::Summary, model::Call};
 
 /// A destination for calls.
 pub trait Sink {
@@ -20,6 +22,28 @@ pub trait Sink {
     /// # Errors
     /// As `write`.
     fn flush(&mut self) -> io::Result<()>;
+
+    /// Sees podtap's own counters (about once a second during a live run).
+    fn health(&mut self, _summary: &Summary) {}
+}
+
+/// Every call to each of several sinks, in order.
+pub struct Fanout(pub Vec<Box<dyn Sink>>);
+
+impl Sink for Fanout {
+    fn write(&mut self, call: &Call) -> io::Result<()> {
+        self.0.iter_mut().try_for_each(|sink| sink.write(call))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.iter_mut().try_for_each(|sink| sink.flush())
+    }
+
+    fn health(&mut self, summary: &Summary) {
+        for sink in &mut self.0 {
+            sink.health(summary);
+        }
+    }
 }
 
 /// A sink that drops everything (`--output none`): capture and metrics only.

@@ -1,9 +1,12 @@
-//! Kubernetes attribution: from the cgroup a packet or process belongs to, to the pod and container.
+//! Kubernetes attribution: from the cgroup a packet or process belongs to, to the pod and container,
+//! and from the API server, the names of both ends.
 //!
-//! In: cgroup v2 ids reported by the kernel programs (the inode of the cgroup directory) or cgroup
-//! paths from `/proc/<pid>/cgroup`. Out: [`CgroupInfo`] values with the pod uid, container id,
-//! container runtime and QoS class whenever the kubelet's cgroup naming says them.
+//! - `cgroup`: cgroup v2 ids and paths -> pod uid, container id, runtime, QoS class (kubelet naming).
+//! - `meta`: the bounded metadata cache (pods, Services, workloads) and its lookups.
+//! - `filter`: the capture filter, evaluated per pod.
 
 pub mod cgroup;
+pub mod filter;
+pub mod meta;
 
 pub use cgroup::{CgroupError, CgroupInfo, CgroupResolver, QosClass, Runtime};
