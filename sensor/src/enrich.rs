@@ -6,7 +6,7 @@
 
 use crate::{
     flow::{FlowCall, FlowEnd},
-    model::{Call, Endpoint},
+    model::{Call, Endpoint, Site},
 };
 
 /// What a cgroup says about the pod and container it belongs to.
@@ -36,6 +36,7 @@ pub fn enrich(call: FlowCall, cgroups: &mut dyn CgroupLookup) -> Call {
     let server = endpoint(&call.server, cgroups);
     let mut record = Call::new(call.parsed, call.transport, client, server);
     record.tls = call.tls;
+    record.sensitive = crate::sensitive::classify(&record);
     record
 }
 
@@ -44,6 +45,7 @@ fn endpoint(end: &FlowEnd, cgroups: &mut dyn CgroupLookup) -> Endpoint {
     let Some(local) = &end.local else {
         return endpoint;
     };
+    endpoint.site = Site::Local;
     if let Some(owner) = &local.owner {
         endpoint.pid = Some(owner.pid);
         endpoint.process = Some(owner.comm.clone());

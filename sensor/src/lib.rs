@@ -18,6 +18,7 @@ pub mod host;
 pub mod k8s;
 pub mod model;
 pub mod protocols;
+pub mod sensitive;
 pub mod tls;
 
 /// See `allocator`: a forged length on the wire must not abort the sensor.

@@ -91,6 +91,9 @@ impl Metrics {
     /// Takes podtap's own counters.
     pub fn health(&self, _summary: &Summary) {}
 
+    /// Takes the OTLP exporter's own counters (one signal at a time).
+    pub fn export_stats(&self, _stats: &ExportStats) {}
+
     /// Every family, for an exporter.
     #[must_use]
     pub fn snapshot(&self) -> Vec<FamilySnapshot> {
@@ -114,4 +117,19 @@ impl super::Sink for MetricsSink {
     fn health(&mut self, summary: &Summary) {
         self.0.health(summary);
     }
+}
+
+/// What the OTLP exporter reports about one signal, cumulative since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExportStats {
+    /// `traces` or `metrics`.
+    pub signal: &'static str,
+    /// Items (spans, data points) the receiver accepted.
+    pub exported: u64,
+    /// Export requests that failed (each is retried until its items are dropped).
+    pub failed_requests: u64,
+    /// Items dropped: queue full, or retries exhausted.
+    pub dropped: u64,
+    /// Items waiting now.
+    pub queue_depth: u64,
 }
