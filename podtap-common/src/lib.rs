@@ -49,7 +49,22 @@ pub const COUNTER_TLS_RINGBUF_FULL: u32 = 7;
 pub const COUNTER_TLS_UNBOUND: u32 = 8;
 /// Process exec/exit records lost because the ring buffer was full.
 pub const COUNTER_PROCESS_RINGBUF_FULL: u32 = 9;
-pub const COUNTER_COUNT: u32 = 10;
+/// Packet and TLS records not sent because the capture filter leaves their pod out.
+pub const COUNTER_FILTERED: u32 = 10;
+pub const COUNTER_COUNT: u32 = 11;
+
+/// Capture filter modes (`FILTER_MODE` global, set at load time).
+/// No filter: the programs do not look at cgroups.
+pub const FILTER_MODE_OFF: u32 = 0;
+/// Only sockets and processes inside a cgroup listed in `FILTER_CGROUPS` (or below one) are captured.
+pub const FILTER_MODE_INCLUDE: u32 = 1;
+/// Sockets and processes inside a listed cgroup (or below one) are not captured.
+pub const FILTER_MODE_EXCLUDE: u32 = 2;
+/// Size of the `FILTER_CGROUPS` map: pod cgroups listed at once.
+pub const FILTER_MAX_ENTRIES: u32 = 16_384;
+/// Deepest cgroup level (the root is 0) whose id the programs look up in `FILTER_CGROUPS`; kubelet
+/// pod cgroups sit at level 2 or 3 (deeper under nested runtimes).
+pub const FILTER_MAX_LEVEL: u32 = 8;
 
 /// Header of one captured TCP segment or UDP datagram; `captured` payload bytes follow it in the same
 /// record.
@@ -175,6 +190,7 @@ pub mod names {
     pub const MAP_SKIP: &str = "SKIP";
     pub const MAP_COUNTERS: &str = "COUNTERS";
     pub const MAP_EXCLUDED: &str = "EXCLUDED";
+    pub const MAP_FILTER_CGROUPS: &str = "FILTER_CGROUPS";
     pub const PROG_EGRESS: &str = "podtap_egress";
     pub const PROG_INGRESS: &str = "podtap_ingress";
     pub const PROG_SEND: &str = "podtap_sock_send";
@@ -191,6 +207,8 @@ pub mod names {
     pub const GLOBAL_MAX_PAYLOAD: &str = "MAX_PAYLOAD";
     pub const GLOBAL_SELF_TGID: &str = "SELF_TGID";
     pub const GLOBAL_WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+    /// `FILTER_MODE_*`.
+    pub const GLOBAL_FILTER_MODE: &str = "FILTER_MODE";
 }
 
 #[cfg(feature = "user")]

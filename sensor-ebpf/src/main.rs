@@ -18,6 +18,13 @@
 //! - `podtap_exec` / `podtap_exit` (tracepoints `sched_process_exec` / `sched_process_exit`): new
 //!   programs to look at for TLS libraries, and processes whose state can go.
 //!
+//! Capture filter (`--namespace`, `--pod`, ...): with `FILTER_MODE` set at load time, the packet, TLS
+//! and owner programs look up the cgroup of the socket or process and its ancestors (up to
+//! `FILTER_MAX_LEVEL`) in `FILTER_CGROUPS`, which userspace fills with pod cgroups; records of pods
+//! left out are counted (`COUNTER_FILTERED`) and never reach the ring buffer. Listing the pod's
+//! cgroup, not its containers', covers containers that start later. Without a filter the check is a
+//! constant the verifier prunes.
+//!
 //! The programs only produce events; every decision about protocols is userspace's.
 #![no_std]
 #![no_main]
@@ -29,19 +36,20 @@ mod tls;
 use aya_ebpf::{
     bindings::__sk_buff,
     helpers::generated::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_skb_cgroup_id,
-        bpf_skb_load_bytes,
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
+        bpf_get_current_pid_tgid, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id, bpf_skb_load_bytes,
     },
     macros::{btf_tracepoint, cgroup_skb, map},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, SkBuffContext},
 };
 use podtap_common::{
     PacketHeader, SkipKey, SkipValue, SockOwnerEvent, COUNTER_BYTES_SKIPPED, COUNTER_COUNT,
-    COUNTER_NOT_PARSED, COUNTER_OWNER_RINGBUF_FULL, COUNTER_PACKETS, COUNTER_PAYLOAD_TRUNCATED,
-    COUNTER_RINGBUF_FULL, DEFAULT_MAX_PAYLOAD, DIR_EGRESS, DIR_INGRESS, EVENT_PACKET,
-    EVENT_SOCK_OWNER, LAYER_PACKETS, MAX_PAYLOAD_LIMIT, PROTO_TCP, PROTO_UDP, SKIP_ALL,
+    COUNTER_FILTERED, COUNTER_NOT_PARSED, COUNTER_OWNER_RINGBUF_FULL, COUNTER_PACKETS,
+    COUNTER_PAYLOAD_TRUNCATED, COUNTER_RINGBUF_FULL, DEFAULT_MAX_PAYLOAD, DIR_EGRESS, DIR_INGRESS,
+    EVENT_PACKET, EVENT_SOCK_OWNER, FILTER_MAX_ENTRIES, FILTER_MAX_LEVEL, FILTER_MODE_INCLUDE,
+    FILTER_MODE_OFF, LAYER_PACKETS, MAX_PAYLOAD_LIMIT, PROTO_TCP, PROTO_UDP, SKIP_ALL,
     SKIP_UNTIL_SEQ, TCP_FIN, TCP_RST, TCP_SYN,
 };
 
@@ -58,6 +66,45 @@ static WAKEUP_BYTES: u64 = 1024 * 1024;
 /// podtap's own process id: its sockets are never captured.
 #[unsafe(no_mangle)]
 static SELF_TGID: u32 = 0;
+
+/// Capture filter mode (`FILTER_MODE_*`), set by the loader.
+#[unsafe(no_mangle)]
+static FILTER_MODE: u32 = FILTER_MODE_OFF;
+
+/// Pod cgroup ids listed by the capture filter (userspace keeps it in step with the pods).
+#[map]
+static FILTER_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(FILTER_MAX_ENTRIES, 0);
+
+/// Whether the capture filter leaves out a socket or process whose cgroup's ancestor at each level
+/// (0 = root) `ancestor` gives; 0 past the cgroup's own level.
+#[inline(always)]
+pub(crate) fn filtered_out(ancestor: impl Fn(i32) -> u64) -> bool {
+    // SAFETY: a global the loader may rewrite before load.
+    let mode = unsafe { core::ptr::read_volatile(&FILTER_MODE) };
+    if mode == FILTER_MODE_OFF {
+        return false;
+    }
+    let mut listed = false;
+    // Level 0 is the root, never a pod.
+    let mut level: i32 = 1;
+    while level <= FILTER_MAX_LEVEL as i32 {
+        let id = ancestor(level);
+        if id == 0 {
+            break;
+        }
+        // SAFETY: plain map lookup.
+        if unsafe { FILTER_CGROUPS.get(&id) }.is_some() {
+            listed = true;
+            break;
+        }
+        level += 1;
+    }
+    if mode == FILTER_MODE_INCLUDE {
+        !listed
+    } else {
+        listed
+    }
+}
 
 /// All records for userspace. The loader sets the size (`--ring-buffer-bytes`).
 #[map]
@@ -303,6 +350,11 @@ fn try_capture(ctx: &SkBuffContext, direction: u8) -> Result<(), i64> {
     if unsafe { EXCLUDED.get(&cookie) }.is_some() {
         return Ok(());
     }
+    // SAFETY: skb is the program's context pointer.
+    if filtered_out(|level| unsafe { bpf_skb_ancestor_cgroup_id(skb, level) }) {
+        count(COUNTER_FILTERED, 1);
+        return Ok(());
+    }
 
     // How much of the payload userspace does not want.
     let tcp = protocol == IPPROTO_TCP;
@@ -412,6 +464,11 @@ fn try_owner(ctx: &BtfTracePointContext) -> Result<(), i64> {
         }
     }
     let _ = OWNERS.insert(&cookie, &tgid, 0);
+    // After the insert: a socket of a pod left out is looked at once per owner, not on every send.
+    // SAFETY: helper with a plain integer argument.
+    if filtered_out(|level| unsafe { bpf_get_current_ancestor_cgroup_id(level) }) {
+        return Ok(());
+    }
     let mut event = SockOwnerEvent {
         kind: EVENT_SOCK_OWNER,
         tgid,

@@ -11,8 +11,8 @@ use core::{ffi::c_void, mem::size_of, ptr::addr_of_mut};
 
 use aya_ebpf::{
     helpers::generated::{
-        bpf_get_attach_cookie, bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_get_attach_cookie, bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_user,
     },
     macros::{map, tracepoint, uprobe, uretprobe},
     maps::{LruHashMap, RingBuf},
@@ -20,15 +20,15 @@ use aya_ebpf::{
     EbpfContext,
 };
 use podtap_common::{
-    PacketHeader, ProcessEvent, COUNTER_PROCESS_RINGBUF_FULL, COUNTER_TLS_RECORDS,
-    COUNTER_TLS_RINGBUF_FULL, COUNTER_TLS_UNBOUND, DIR_EGRESS, DIR_INGRESS, EVENT_PROCESS,
-    EVENT_TLS_DATA, LAYER_TLS, MAX_PAYLOAD_LIMIT, PROCESS_EXEC, PROCESS_EXIT, PROTO_TCP,
-    TLS_FLAG_EX, TLS_FLAG_GO_STACK_ABI, TLS_OP_READ,
+    PacketHeader, ProcessEvent, COUNTER_FILTERED, COUNTER_PROCESS_RINGBUF_FULL,
+    COUNTER_TLS_RECORDS, COUNTER_TLS_RINGBUF_FULL, COUNTER_TLS_UNBOUND, DIR_EGRESS, DIR_INGRESS,
+    EVENT_PROCESS, EVENT_TLS_DATA, LAYER_TLS, MAX_PAYLOAD_LIMIT, PROCESS_EXEC, PROCESS_EXIT,
+    PROTO_TCP, TLS_FLAG_EX, TLS_FLAG_GO_STACK_ABI, TLS_OP_READ,
 };
 
 use crate::{
-    capped, count, output_record, read_kernel, skipped_prefix, verifier_len, AF_INET, AF_INET6,
-    SCRATCH, SCRATCH_TLS, SELF_TGID,
+    capped, count, filtered_out, output_record, read_kernel, skipped_prefix, verifier_len, AF_INET,
+    AF_INET6, SCRATCH, SCRATCH_TLS, SELF_TGID,
 };
 
 /// `offsetof(task_struct, thread.fsbase)`, from the kernel's BTF (set by the loader; 0: unknown, and
@@ -121,6 +121,18 @@ fn self_tgid() -> u32 {
     unsafe { core::ptr::read_volatile(&SELF_TGID) }
 }
 
+/// Whether the capture filter leaves out the current process: its TLS calls are not followed at all
+/// (no state, no record), and counted once per call.
+#[inline(always)]
+fn current_filtered_out() -> bool {
+    // SAFETY: helper with a plain integer argument.
+    if filtered_out(|level| unsafe { bpf_get_current_ancestor_cgroup_id(level) }) {
+        count(COUNTER_FILTERED, 1);
+        return true;
+    }
+    false
+}
+
 #[inline(always)]
 unsafe fn read_user<T: Copy + Default>(src: u64) -> Result<T, i64> {
     let mut value = T::default();
@@ -168,7 +180,7 @@ fn current_goroutine() -> Option<u64> {
 pub fn podtap_ssl_entry(ctx: ProbeContext) -> u32 {
     // SAFETY: helper without arguments.
     let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
-    if (pid_tgid >> 32) as u32 == self_tgid() {
+    if (pid_tgid >> 32) as u32 == self_tgid() || current_filtered_out() {
         return 0;
     }
     // SAFETY: the program's own context.
@@ -232,7 +244,7 @@ pub fn podtap_ssl_return(ctx: RetProbeContext) -> u32 {
 pub fn podtap_go_tls_entry(ctx: ProbeContext) -> u32 {
     // SAFETY: helper without arguments.
     let tgid = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
-    if tgid == self_tgid() {
+    if tgid == self_tgid() || current_filtered_out() {
         return 0;
     }
     // SAFETY: the program's own context.

@@ -17,12 +17,18 @@ use crate::{
         ebpf::{CaptureError, EbpfCapture, EbpfConfig, KernelCounters},
         pcap::{self, PcapReadError, PcapStats},
     },
-    capture::{Event, ProcessChange},
+    capture::{
+        filter::{FilterSync, FilterSyncStats},
+        Event, ProcessChange,
+    },
     enrich::{enrich, CgroupLookup, NoCgroups},
     export::Sink,
     flow::{FlowCall, FlowConfig, FlowStats, FlowTable, SkipRequest},
     host::procfs::ProcFs,
-    k8s::{filter::CaptureFilter, meta::MetadataStore},
+    k8s::{
+        filter::{CaptureFilter, FilterMode},
+        meta::MetadataStore,
+    },
     tls::{TlsHookStats, TlsHooks},
 };
 
@@ -38,6 +44,8 @@ pub enum AppError {
     Pcap(#[from] PcapReadError),
     #[error("writing calls: {0}")]
     Output(#[source] std::io::Error),
+    #[error("a capture filter (--namespace, --exclude-namespace, --pod, --selector) needs the Kubernetes API to know which pods it means")]
+    FilterWithoutMetadata,
 }
 
 /// Everything `podtap run` needs.
@@ -63,6 +71,7 @@ pub struct Summary {
     pub skip_errors: u64,
     pub pcap: PcapStats,
     pub tls: TlsHookStats,
+    pub filter: FilterSyncStats,
 }
 
 impl Summary {
@@ -77,7 +86,8 @@ impl Summary {
              gaps={} gap_bytes={} retransmits={} out_of_order={} stream_overflow={} malformed={} pending_overflow={} unmatched_responses={} \
              evicted={} idle_closed={} decode_errors={} skip_errors={} frames={} not_tcp_udp={} ip_fragments={} undecodable_frames={} \
              unsupported_link_frames={} snaplen_cut_frames={} tls_records={} tls_unbound={} tls_ring_buffer_full={} \
-             tls_files_hooked={} tls_files_unhookable={} tls_probes={} process_ring_buffer_full={}",
+             tls_files_hooked={} tls_files_unhookable={} tls_probes={} process_ring_buffer_full={} \
+             filtered={} filter_cgroups={} filter_pods_without_cgroup={} filter_map_full={}",
             self.calls_written,
             f.connections_opened,
             f.connections_unrecognised,
@@ -114,6 +124,10 @@ impl Summary {
             self.tls.files_unhookable,
             self.tls.probes_attached,
             k.process_ring_buffer_full,
+            k.filtered,
+            self.filter.listed,
+            self.filter.pods_without_cgroup,
+            self.filter.map_full,
         )
     }
 }
@@ -143,7 +157,29 @@ pub fn run_live(
     stop: &Arc<AtomicBool>,
     ready: &mut dyn Write,
 ) -> Result<Summary, AppError> {
-    let mut capture = EbpfCapture::start(&options.ebpf)?;
+    // The kernel's filter mode is fixed at load: it comes from the filter, not from the caller.
+    let mode = options.filter.mode();
+    let mut filter = match (mode, &options.metadata) {
+        (FilterMode::Off, _) => None,
+        (_, None) => return Err(AppError::FilterWithoutMetadata),
+        (_, Some(metadata)) => Some((
+            FilterSync::new(&options.ebpf.cgroup_root, options.filter.clone()),
+            Arc::clone(metadata),
+        )),
+    };
+    let mut capture = EbpfCapture::start(&EbpfConfig {
+        filter: mode,
+        ..options.ebpf.clone()
+    })?;
+    // The pods known now are listed before podtap says it captures.
+    if let Some((sync, metadata)) = &mut filter {
+        sync.sync(
+            metadata.node_generation(),
+            &metadata.node_pods(),
+            &mut capture,
+            Instant::now(),
+        );
+    }
     let mut tls = options
         .ebpf
         .tls
@@ -177,6 +213,13 @@ pub fn run_live(
         }
         capture.apply_skips(&skips);
         skips.clear();
+        if let Some((sync, metadata)) = &mut filter {
+            let generation = metadata.node_generation();
+            let now = Instant::now();
+            if sync.due(generation, now) {
+                sync.sync(generation, &metadata.node_pods(), &mut capture, now);
+            }
+        }
         if let Some(tls) = &mut tls {
             let now = Instant::now();
             for work in tls_work.drain(..) {
@@ -200,6 +243,9 @@ pub fn run_live(
             if let Some(tls) = &tls {
                 summary.tls = tls.stats();
             }
+            if let Some((sync, _)) = &filter {
+                summary.filter = sync.stats();
+            }
             sink.health(&summary);
         }
         if let Err(error) = write_calls(&mut calls, cgroups, sink, &mut summary.calls_written)
@@ -219,6 +265,9 @@ pub fn run_live(
     summary.kernel = capture.counters();
     summary.decode_errors = capture.decode_errors;
     summary.skip_errors = capture.skip_errors;
+    if let Some((sync, _)) = &filter {
+        summary.filter = sync.stats();
+    }
     if let Some(tls) = tls {
         summary.tls = tls.stats();
         tls.shutdown();

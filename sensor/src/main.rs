@@ -23,7 +23,11 @@ use podtap::{
     },
     flow::FlowConfig,
     host,
-    k8s::{filter::CaptureFilter, meta::MetadataStore, CgroupResolver},
+    k8s::{
+        filter::{CaptureFilter, FilterMode},
+        meta::MetadataStore,
+        CgroupResolver,
+    },
 };
 
 /// Background work (Kubernetes watches, OTLP export, the metrics endpoint) runs on a small tokio
@@ -95,6 +99,39 @@ fn require_privileges() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The capture filter of the flags, each flag checked.
+fn capture_filter(args: &podtap::cli::FilterArgs) -> anyhow::Result<CaptureFilter> {
+    Ok(CaptureFilter::new(
+        &args.namespaces,
+        &args.exclude_namespaces,
+        args.pod.as_deref(),
+        args.selector.as_deref(),
+    )?)
+}
+
+/// A capture filter names pods, which only the Kubernetes API knows: without it podtap would
+/// silently capture nothing (or everything), so it refuses to start.
+fn require_api_for_filter(
+    options: &LiveOptions,
+    args: &podtap::cli::KubernetesArgs,
+) -> anyhow::Result<()> {
+    if options.filter.mode() == FilterMode::Off || options.metadata.is_some() {
+        return Ok(());
+    }
+    if args.no_kubernetes {
+        bail!(
+            "--namespace, --exclude-namespace, --pod and --selector cannot be used with \
+             --no-kubernetes: the capture filter needs the pods' namespaces, names and labels from \
+             the Kubernetes API"
+        );
+    }
+    bail!(
+        "the capture filter (--namespace, --exclude-namespace, --pod, --selector) needs the \
+         Kubernetes API, and no configuration for it was found (in-cluster, --kubeconfig, \
+         $KUBECONFIG or ~/.kube/config)"
+    );
+}
+
 /// Mounts what the programs need and finds the cgroup v2 root to attach to.
 fn prepare_host(cgroup_root: Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
     let mounts = host::mounts::ensure_mounted().context("mounting tracefs and bpffs")?;
@@ -119,6 +156,7 @@ fn check_tls(proc_root: &std::path::Path) -> anyhow::Result<()> {
         max_payload: podtap_common::DEFAULT_MAX_PAYLOAD,
         ring_buffer_bytes: 1 << 20,
         tls: true,
+        filter: FilterMode::Off,
     };
     let rows = app::check_tls(&config, proc_root).context("hooking TLS libraries")?;
     podtap::tls::report::render(
@@ -135,6 +173,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => {
+            let filter = capture_filter(&args.filter)?;
             require_privileges()?;
             let cgroup_root = prepare_host(args.cgroup_root.clone())?;
             let mut cgroups =
@@ -145,6 +184,7 @@ fn main() -> anyhow::Result<()> {
                     max_payload: args.max_payload,
                     ring_buffer_bytes: args.ring_buffer_bytes,
                     tls: !args.no_tls,
+                    filter: filter.mode(),
                 },
                 flow: FlowConfig {
                     max_connections: args.max_connections,
@@ -157,8 +197,9 @@ fn main() -> anyhow::Result<()> {
                 duration: args.duration.map(Duration::from_secs_f64),
                 proc_root: args.proc.proc_root.clone(),
                 metadata: None,
-                filter: CaptureFilter::default(),
+                filter,
             };
+            require_api_for_filter(&options, &args.kubernetes)?;
             let runtime = runtime()?;
             let stop = Arc::new(AtomicBool::new(false));
             for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

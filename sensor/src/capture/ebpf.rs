@@ -20,8 +20,13 @@ use podtap_common::{
     names, SkipKey, SkipValue, COUNTER_COUNT, MAX_PAYLOAD_LIMIT, SKIP_ALL, SKIP_UNTIL_SEQ,
 };
 
-use super::{decode, Event};
+use super::{
+    decode,
+    filter::{FilterMap, FilterMapError},
+    Event,
+};
 use crate::flow::{SkipKind, SkipRequest};
+use crate::k8s::filter::FilterMode;
 use crate::model::Direction;
 
 /// The kernel object built by `sensor/build.rs`.
@@ -140,6 +145,8 @@ pub struct EbpfConfig {
     pub ring_buffer_bytes: u32,
     /// Load the TLS programs (uprobes are attached later, by `tls::TlsHooks`).
     pub tls: bool,
+    /// How the programs apply the capture filter map (`Off`: they do not look at it).
+    pub filter: FilterMode,
 }
 
 /// Kernel-side counters, summed over CPUs.
@@ -155,6 +162,8 @@ pub struct KernelCounters {
     pub tls_ring_buffer_full: u64,
     pub tls_unbound: u64,
     pub process_ring_buffer_full: u64,
+    /// Records the capture filter kept in the kernel.
+    pub filtered: u64,
 }
 
 /// The loaded and attached programs with their ring buffer.
@@ -164,6 +173,8 @@ pub struct EbpfCapture {
     process_ring: Option<RingBuf<MapData>>,
     skip: BpfHashMap<MapData, SkipKey, SkipValue>,
     counters: PerCpuArray<MapData, u64>,
+    /// The capture filter's pod cgroups (only with a filter).
+    filter_cgroups: Option<BpfHashMap<MapData, u64, u8>>,
     clock_offset: i64,
     /// Records that did not decode.
     pub decode_errors: u64,
@@ -198,11 +209,17 @@ impl EbpfCapture {
         } else {
             0
         };
+        let filter_mode = match config.filter {
+            FilterMode::Off => podtap_common::FILTER_MODE_OFF,
+            FilterMode::Include => podtap_common::FILTER_MODE_INCLUDE,
+            FilterMode::Exclude => podtap_common::FILTER_MODE_EXCLUDE,
+        };
         let mut ebpf = EbpfLoader::new()
             .override_global(names::GLOBAL_TASK_FSBASE_OFFSET, &fsbase_offset, true)
             .override_global(names::GLOBAL_MAX_PAYLOAD, &config.max_payload, true)
             .override_global(names::GLOBAL_SELF_TGID, &self_tgid, true)
             .override_global(names::GLOBAL_WAKEUP_BYTES, &wakeup_bytes, true)
+            .override_global(names::GLOBAL_FILTER_MODE, &filter_mode, true)
             .map_max_entries(names::MAP_EVENTS, config.ring_buffer_bytes)
             .load(OBJECT)
             .map_err(CaptureError::Load)?;
@@ -294,11 +311,24 @@ impl EbpfCapture {
                     source,
                 }
             })?;
+        let filter_cgroups = if config.filter == FilterMode::Off {
+            None
+        } else {
+            Some(
+                BpfHashMap::try_from(take_map(&mut ebpf, names::MAP_FILTER_CGROUPS)?).map_err(
+                    |source| CaptureError::Map {
+                        name: names::MAP_FILTER_CGROUPS,
+                        source,
+                    },
+                )?,
+            )
+        };
         Ok(Self {
             ring,
             process_ring,
             skip,
             counters,
+            filter_cgroups,
             clock_offset: clock_offset(),
             decode_errors: 0,
             skip_errors: 0,
@@ -416,6 +446,7 @@ impl EbpfCapture {
             tls_ring_buffer_full: sums[podtap_common::COUNTER_TLS_RINGBUF_FULL as usize],
             tls_unbound: sums[podtap_common::COUNTER_TLS_UNBOUND as usize],
             process_ring_buffer_full: sums[podtap_common::COUNTER_PROCESS_RINGBUF_FULL as usize],
+            filtered: sums[podtap_common::COUNTER_FILTERED as usize],
         }
     }
 
@@ -453,6 +484,40 @@ impl EbpfCapture {
             .take_link(id)
             .map_err(|source| CaptureError::Program { name, source })?;
         Ok(UprobeLink(link))
+    }
+}
+
+impl FilterMap for EbpfCapture {
+    fn insert(&mut self, cgroup_id: u64) -> Result<(), FilterMapError> {
+        let map = self
+            .filter_cgroups
+            .as_mut()
+            .ok_or_else(|| FilterMapError::Other("loaded without a capture filter".into()))?;
+        map.insert(cgroup_id, 1, 0).map_err(|error| match &error {
+            // A hash map at max_entries refuses new keys with E2BIG.
+            aya::maps::MapError::SyscallError(e)
+                if e.io_error.raw_os_error() == Some(libc::E2BIG) =>
+            {
+                FilterMapError::Full
+            }
+            _ => FilterMapError::Other(error.to_string()),
+        })
+    }
+
+    fn remove(&mut self, cgroup_id: u64) -> Result<(), FilterMapError> {
+        let map = self
+            .filter_cgroups
+            .as_mut()
+            .ok_or_else(|| FilterMapError::Other("loaded without a capture filter".into()))?;
+        match map.remove(&cgroup_id) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(FilterMapError::Other(error.to_string())),
+        }
     }
 }
 

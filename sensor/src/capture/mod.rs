@@ -1,7 +1,9 @@
 //! Capture sources: the kernel programs (`ebpf`) and capture files (`pcap`). A source only produces
-//! `Event`s; it never looks at protocols.
+//! `Event`s; it never looks at protocols. `filter` keeps the kernel's capture-filter map in step with
+//! the pods.
 
 pub mod ebpf;
+pub mod filter;
 pub mod pcap;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
