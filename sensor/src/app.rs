@@ -63,6 +63,8 @@ pub struct Summary {
     pub skip_errors: u64,
     pub pcap: PcapStats,
     pub tls: TlsHookStats,
+    /// Connections and UDP flows in the table at the last tick.
+    pub connections_tracked: u64,
 }
 
 impl Summary {
@@ -194,6 +196,7 @@ pub fn run_live(
             capture.apply_skips(&skips);
             skips.clear();
             summary.flow = flow.stats();
+            summary.connections_tracked = flow.connections() as u64;
             summary.kernel = capture.counters();
             summary.decode_errors = capture.decode_errors;
             summary.skip_errors = capture.skip_errors;
