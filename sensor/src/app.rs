@@ -72,6 +72,8 @@ pub struct Summary {
     pub pcap: PcapStats,
     pub tls: TlsHookStats,
     pub filter: FilterSyncStats,
+    /// Connections and UDP flows in the table at the last tick.
+    pub connections_tracked: u64,
 }
 
 impl Summary {
@@ -237,6 +239,7 @@ pub fn run_live(
             capture.apply_skips(&skips);
             skips.clear();
             summary.flow = flow.stats();
+            summary.connections_tracked = flow.connections() as u64;
             summary.kernel = capture.counters();
             summary.decode_errors = capture.decode_errors;
             summary.skip_errors = capture.skip_errors;

@@ -36,6 +36,8 @@ pub fn enrich(call: FlowCall, cgroups: &mut dyn CgroupLookup) -> Call {
     let server = endpoint(&call.server, cgroups);
     let mut record = Call::new(call.parsed, call.transport, client, server);
     record.tls = call.tls;
+    record.request_bytes = call.request_bytes;
+    record.response_bytes = call.response_bytes;
     record.sensitive = crate::sensitive::classify(&record);
     record
 }

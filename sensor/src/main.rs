@@ -16,7 +16,7 @@ use podtap::{
     cli::{Cli, Command, Output, OutputArgs},
     export::{
         jsonl::JsonLines,
-        metrics::{Metrics, MetricsSink},
+        metrics::{prometheus, Metrics, MetricsSink},
         otlp::{OtlpConfig, OtlpExporter},
         pretty::Pretty,
         Discard, Fanout, Sink,
@@ -48,6 +48,10 @@ fn live_sinks(
     metadata: Option<&Arc<MetadataStore>>,
 ) -> anyhow::Result<Box<dyn Sink>> {
     let metrics = Metrics::new();
+    if let Some(addr) = prometheus::parse_listen(&args.metrics.metrics_listen)? {
+        let bound = prometheus::serve(addr, Arc::clone(&metrics), runtime)?;
+        eprintln!("podtap: metrics on http://{bound}/metrics");
+    }
     let mut sinks: Vec<Box<dyn Sink>> = vec![
         sink(&args.output),
         Box::new(MetricsSink(Arc::clone(&metrics))),

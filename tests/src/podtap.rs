@@ -72,6 +72,28 @@ pub fn replay(file: &std::path::Path) -> Result<PodtapOutput> {
     })
 }
 
+/// A plain HTTP/1.0 GET of `http://HOST:PORT/PATH`; the body when the status is 200.
+pub fn http_get(url: &str) -> Result<String> {
+    use std::io::Write as _;
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("not an http:// URL: {url}"))?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream = std::net::TcpStream::connect(host).with_context(|| format!("connecting to {host}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("no HTTP header end in {response:?}"))?;
+    let status = head.lines().next().unwrap_or("");
+    if !status.contains(" 200 ") {
+        bail!("GET {url}: {status}");
+    }
+    Ok(body.to_owned())
+}
+
 /// A running `podtap run`.
 #[derive(Debug)]
 pub struct Podtap {
@@ -138,6 +160,10 @@ impl Podtap {
             &duration_s.to_string(),
         ])
         .args(extra);
+        // Tests run in parallel: each podtap's /metrics on a port of its own.
+        if !extra.iter().any(|a| a.starts_with("--metrics-listen")) {
+            cmd.args(["--metrics-listen", "127.0.0.1:0"]);
+        }
         Self::spawn(cmd)
     }
 
@@ -191,6 +217,23 @@ impl Podtap {
                 }
             }
         }
+    }
+
+    /// `http://ADDR/metrics` from podtap's `podtap: metrics on ...` line (none with `off`).
+    pub fn metrics_url(&self) -> Option<String> {
+        let lines = self.stderr.lock().ok()?;
+        lines.iter().find_map(|line| {
+            line.strip_prefix("podtap: metrics on ")
+                .map(|url| url.trim().to_owned())
+        })
+    }
+
+    /// GETs `/metrics` now; returns the exposition text (fails on any status but 200).
+    pub fn scrape(&self) -> Result<String> {
+        let url = self
+            .metrics_url()
+            .context("podtap printed no `podtap: metrics on` line")?;
+        crate::podtap::http_get(&url)
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -36,6 +36,8 @@ const APT_PACKAGES: &[&str] = &[
     // x/net/http2/h2c for the Go h2c server of tests/tests/http2.rs (a dependency of the above, named
     // because the tests use it directly).
     "golang-golang-x-net-dev",
+    // promtool: tests/tests/metrics.rs checks /metrics with `promtool check metrics`.
+    "prometheus",
 ];
 
 /// Python packages of the end-to-end tests: (import name, PyPI requirement).

@@ -113,6 +113,11 @@ pub struct FlowCall {
     pub tls: bool,
     pub client: FlowEnd,
     pub server: FlowEnd,
+    /// Bytes the client sent on the connection since the previous call (TCP: stream positions, so
+    /// bodies the kernel skipped count).
+    pub request_bytes: u64,
+    /// Bytes the server sent since the previous call.
+    pub response_bytes: u64,
 }
 
 /// A request for the kernel: stop copying payload of one direction of one socket.
@@ -152,6 +157,22 @@ pub struct FlowStats {
     pub calls_seen_twice: u64,
     pub streams: StreamStats,
     pub parsers: ParserStats,
+    /// `parsers.malformed` per protocol, in `protocol_index` order (http, grpc, dns, redis, kafka, amqp).
+    pub malformed_by_protocol: [u64; 6],
+}
+
+/// The index of a protocol in per-protocol counters.
+#[must_use]
+pub fn protocol_index(protocol: crate::model::Protocol) -> usize {
+    use crate::model::Protocol as P;
+    match protocol {
+        P::Http => 0,
+        P::Grpc => 1,
+        P::Dns => 2,
+        P::Redis => 3,
+        P::Kafka => 4,
+        P::Amqp => 5,
+    }
 }
 
 /// What a `FlowTable` holds at one moment (`FlowTable::sizes`).
@@ -258,9 +279,37 @@ struct Connection {
     last_seen: UnixNanos,
     /// Kernel skip already requested up to this sequence number, per direction.
     kernel_skip: [Option<u32>; 2],
+    /// Bytes sent per direction as of the last calls emitted (the next calls' bytes start there).
+    counted: [u64; 2],
+    /// UDP: payload bytes per direction (TCP counts by stream position).
+    udp_sent: [u64; 2],
 }
 
 impl Connection {
+    /// Bytes sent so far in direction `dir`, skipped bodies included.
+    fn sent(&self, dir: usize) -> u64 {
+        match self.transport {
+            Transport::Tcp => self.streams[dir].position(),
+            Transport::Udp => self.udp_sent[dir],
+        }
+    }
+
+    /// Request and response bytes since the last calls were emitted; starts counting afresh.
+    fn take_bytes(&mut self) -> (u64, u64) {
+        let sent = [self.sent(0), self.sent(1)];
+        let delta = [
+            sent[0].saturating_sub(self.counted[0]),
+            sent[1].saturating_sub(self.counted[1]),
+        ];
+        self.counted = sent;
+        // Egress is the local socket's: the client's bytes unless this socket is the server.
+        if self.role == Some(Role::Server) {
+            (delta[1], delta[0])
+        } else {
+            (delta[0], delta[1])
+        }
+    }
+
     fn tuple(&self, tls: bool) -> Tuple {
         Tuple {
             transport: self.transport,
@@ -594,6 +643,8 @@ impl FlowTable {
                 saw_syn: false,
                 last_seen: 0,
                 kernel_skip: [None; 2],
+                counted: [0; 2],
+                udp_sent: [0; 2],
             },
         );
         self.by_tuple.insert(tuple, key);
@@ -731,9 +782,11 @@ impl FlowTable {
         if parsed.is_empty() {
             return;
         }
-        let Some(conn) = self.connections.peek(&key) else {
+        let Some(conn) = self.connections.peek_mut(&key) else {
             return;
         };
+        let (request_bytes, response_bytes) = conn.take_bytes();
+        let conn = &*conn;
         let tuple = conn.tuple(key.tls);
         let (transport, local, remote) = (conn.transport, conn.local, conn.remote);
         let (role, cgroup_id) = (conn.role, conn.cgroup_id);
@@ -784,12 +837,19 @@ impl FlowTable {
             (this, other)
         };
         let latest = parsed.iter().map(|p| p.end).max().unwrap_or(0);
-        let built = parsed.drain(..).map(|parsed| FlowCall {
-            parsed,
-            transport,
-            tls: key.tls,
-            client: client.clone(),
-            server: server.clone(),
+        // Several calls at once (pipelining): the bytes are shared out, the first takes the rest.
+        let n = parsed.len() as u64;
+        let built = parsed.drain(..).enumerate().map(|(i, parsed)| {
+            let share = |total: u64| total / n + if i == 0 { total % n } else { 0 };
+            FlowCall {
+                parsed,
+                transport,
+                tls: key.tls,
+                client: client.clone(),
+                server: server.clone(),
+                request_bytes: share(request_bytes),
+                response_bytes: share(response_bytes),
+            }
         });
         if defer {
             if self.deferred.len() >= MAX_DEFERRED {
@@ -957,6 +1017,7 @@ impl FlowTable {
             self.stats.parsers.malformed += p.malformed;
             self.stats.parsers.pending_overflow += p.pending_overflow;
             self.stats.parsers.unmatched_responses += p.unmatched_responses;
+            self.stats.malformed_by_protocol[protocol_index(parser.protocol())] += p.malformed;
         }
     }
 

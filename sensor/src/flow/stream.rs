@@ -99,6 +99,13 @@ impl Stream {
         self.next.map(|(seq, _)| seq)
     }
 
+    /// Bytes of this direction passed so far (parsed, skipped or lost): the stream offset of the next
+    /// byte expected.
+    #[must_use]
+    pub fn position(&self) -> u64 {
+        self.next.map_or(0, |(_, off)| off)
+    }
+
     /// Bytes the parser asked to skip that have not passed yet.
     #[must_use]
     pub fn pending_skip(&self) -> u64 {

@@ -112,6 +112,7 @@ impl FlowTable {
         };
         conn.last_seen = conn.last_seen.max(packet.ts);
         let dir = packet.direction.index();
+        conn.udp_sent[dir] += u64::from(packet.payload_len);
         let cut = u64::from(packet.payload_len).saturating_sub(packet.payload.len() as u64);
         if cut > 0 {
             // Cut short by the per-packet cap: the parser gets what there is.
