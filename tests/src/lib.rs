@@ -14,6 +14,7 @@ pub mod dns;
 pub mod h2;
 pub mod kafka;
 pub mod netns;
+pub mod otlp_receiver;
 pub mod podtap;
 pub mod records;
 pub mod redis;
