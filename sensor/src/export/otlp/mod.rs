@@ -576,13 +576,13 @@ mod tests {
     #[test]
     fn headers_parse() {
         assert_eq!(
-            parse_headers("api-key=abc%20def, x-tenant = t1").unwrap(),
+            parse_headers("api-key=abc%20def, x-tenant = t1").expect("headers"),
             vec![
                 ("api-key".into(), "abc def".into()),
                 ("x-tenant".into(), "t1".into())
             ]
         );
-        assert!(parse_headers("").unwrap().is_empty());
+        assert!(parse_headers("").expect("headers").is_empty());
         assert!(parse_headers("novalue").is_err());
         assert!(parse_headers("=v").is_err());
     }

@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn pod_with_metadata() {
-        let mut end = Endpoint::new("10.0.0.5".parse().unwrap(), 41234);
+        let mut end = Endpoint::new("10.0.0.5".parse().expect("address"), 41234);
         end.pod_uid = Some("uid-1".into());
         end.container_id = Some("c0ffee".into());
         end.pid = Some(42);
@@ -195,7 +195,7 @@ mod tests {
 
     #[test]
     fn without_metadata_only_what_is_known() {
-        let mut end = Endpoint::new("10.0.0.5".parse().unwrap(), 41234);
+        let mut end = Endpoint::new("10.0.0.5".parse().expect("address"), 41234);
         end.pod_uid = Some("uid-2".into());
         end.process = Some("curl".into());
         let r = of_endpoint(&end, Some("node-b"));

@@ -517,11 +517,11 @@ mod tests {
             response,
             status: CallStatus::Ok,
         };
-        let mut client = Endpoint::new("10.0.0.1".parse().unwrap(), 40000);
+        let mut client = Endpoint::new("10.0.0.1".parse().expect("address"), 40000);
         client.site = Site::Local;
         client.pod_uid = Some("client-uid".into());
         client.process = Some("curl".into());
-        let mut server = Endpoint::new("10.0.0.2".parse().unwrap(), 8080);
+        let mut server = Endpoint::new("10.0.0.2".parse().expect("address"), 8080);
         server.site = Site::Local;
         server.pod_uid = Some("server-uid".into());
         Call::new(parsed, Transport::Tcp, client, server)
@@ -613,16 +613,19 @@ mod tests {
         assert_eq!(text(&spans[0].1, "rpc.method"), Some("podtap.Test/Unary"));
         assert_eq!(text(&spans[0].1, "rpc.status_code"), Some("UNAVAILABLE"));
         for (_, span) in &spans {
-            assert_eq!(span.status.as_ref().unwrap().code, StatusCode::Error as i32);
+            assert_eq!(
+                span.status.as_ref().expect("status").code,
+                StatusCode::Error as i32
+            );
         }
         // NOT_FOUND: the client's error, not the server's.
         let spans = of_call(&grpc(5), None);
         assert_eq!(
-            spans[0].1.status.as_ref().unwrap().code,
+            spans[0].1.status.as_ref().expect("status").code,
             StatusCode::Error as i32
         );
         assert_eq!(
-            spans[1].1.status.as_ref().unwrap().code,
+            spans[1].1.status.as_ref().expect("status").code,
             StatusCode::Unset as i32
         );
     }
@@ -646,7 +649,7 @@ mod tests {
         assert_eq!(spans.len(), 1);
         assert_eq!(spans[0].1.name, "A example.com");
         assert_eq!(
-            spans[0].1.status.as_ref().unwrap().code,
+            spans[0].1.status.as_ref().expect("status").code,
             StatusCode::Error as i32
         );
     }
@@ -660,7 +663,10 @@ mod tests {
         c.sensitive = Some(SensitiveCategory::CloudCredentials);
         let spans = of_call(&c, None);
         let span = &spans[0].1;
-        assert_eq!(span.status.as_ref().unwrap().code, StatusCode::Error as i32);
+        assert_eq!(
+            span.status.as_ref().expect("status").code,
+            StatusCode::Error as i32
+        );
         assert_eq!(
             text(span, "podtap.sensitive.category"),
             Some("cloud_credentials")
