@@ -153,6 +153,30 @@ pub struct OtlpArgs {
         env = "OTEL_EXPORTER_OTLP_PROTOCOL"
     )]
     pub otlp_protocol: crate::export::otlp::OtlpProtocol,
+    /// Full URL for spans (default: the endpoint, plus `/v1/traces` for `http`).
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")]
+    pub otlp_traces_endpoint: Option<String>,
+    /// Full URL for metrics (default: the endpoint, plus `/v1/metrics` for `http`).
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")]
+    pub otlp_metrics_endpoint: Option<String>,
+    /// Extra request headers, `key=value,key2=value2` (values percent-encoded).
+    #[arg(long, value_name = "HEADERS", env = "OTEL_EXPORTER_OTLP_HEADERS")]
+    pub otlp_headers: Option<String>,
+    /// Time limit of one export request, in milliseconds.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 10_000,
+        env = "OTEL_EXPORTER_OTLP_TIMEOUT"
+    )]
+    pub otlp_timeout: u64,
+    /// Seconds between two pushes of the metrics.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = positive_seconds)]
+    pub otlp_metrics_interval: f64,
+    /// Spans waiting for export at most (while the receiver is slow or down); more are dropped
+    /// and counted.
+    #[arg(long, value_name = "N", default_value_t = 8192)]
+    pub otlp_queue_spans: usize,
 }
 
 /// The Prometheus endpoint.

@@ -56,16 +56,10 @@ fn live_sinks(
         sink(&args.output),
         Box::new(MetricsSink(Arc::clone(&metrics))),
     ];
-    if let Some(endpoint) = &args.otlp.otlp_endpoint {
-        let config = OtlpConfig {
-            endpoint: endpoint.clone(),
-            protocol: args.otlp.otlp_protocol,
-            headers: Vec::new(),
-            timeout: Duration::from_secs(10),
-            queue_spans: 8192,
-            metrics_interval: Duration::from_secs(10),
-            node_name: metadata.and_then(|m| m.node_name().map(str::to_owned)),
-        };
+    let node_name = metadata.and_then(|m| m.node_name().map(str::to_owned));
+    if let Some(config) =
+        OtlpConfig::from_args(&args.otlp, node_name).context("OpenTelemetry export options")?
+    {
         let exporter = OtlpExporter::start(config, runtime, Some(Arc::clone(&metrics)))
             .context("starting the OTLP exporter")?;
         sinks.push(Box::new(exporter));

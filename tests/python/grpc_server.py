@@ -3,6 +3,7 @@ are raw bytes. Service `podtap.Test`:
 
 - Unary: one message in, one out.
 - Fail: answers NOT_FOUND (a trailers-only response, no message).
+- Unavailable: answers UNAVAILABLE.
 - ServerStream: one message in (a number N), N messages out.
 - ClientStream: any number in, one out (how many came).
 - Bidi: one message out for each message in.
@@ -24,6 +25,10 @@ def fail(request, context):
     context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
 
 
+def unavailable(request, context):
+    context.abort(grpc.StatusCode.UNAVAILABLE, "try later")
+
+
 def server_stream(request, context):
     for i in range(int(request.decode() or "1")):
         yield b"item %d" % i
@@ -42,6 +47,7 @@ def main():
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "Fail": grpc.unary_unary_rpc_method_handler(fail),
+        "Unavailable": grpc.unary_unary_rpc_method_handler(unavailable),
         "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
         "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),

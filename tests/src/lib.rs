@@ -15,6 +15,7 @@ pub mod h2;
 pub mod kafka;
 pub mod kube_api;
 pub mod netns;
+pub mod otlp_receiver;
 pub mod podtap;
 pub mod records;
 pub mod redis;

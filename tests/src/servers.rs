@@ -18,7 +18,7 @@ pub const SMALL_BODY: &str = "hello from podtap tests\n";
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// nginx listening on `ip:port` in a pod. Locations: `/small.txt` and `/big.bin` (static files),
-/// `/items/<anything>` (200 with a short body), `/empty` (204), `/fail` (503).
+/// `/items/<anything>` (200 with a short body), `/empty` (204), `/fail` (503), `/error` (500).
 #[derive(Debug)]
 pub struct Nginx {
     pub ip: Ipv4Addr,
@@ -98,6 +98,7 @@ http {{
         location /items/ {{ return 200 "item\n"; }}
         location = /empty {{ return 204; }}
         location = /fail {{ return 503; }}
+        location = /error {{ return 500; }}
     }}
 }}
 "#,
