@@ -79,7 +79,8 @@ pub fn http_get(url: &str) -> Result<String> {
         .strip_prefix("http://")
         .with_context(|| format!("not an http:// URL: {url}"))?;
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut stream = std::net::TcpStream::connect(host).with_context(|| format!("connecting to {host}"))?;
+    let mut stream =
+        std::net::TcpStream::connect(host).with_context(|| format!("connecting to {host}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
     let mut response = String::new();
@@ -228,7 +229,8 @@ impl Podtap {
         })
     }
 
-    /// GETs `/metrics` now; returns the exposition text (fails on any status but 200).
+    /// GETs `/metrics` now (no `Accept`: the classic Prometheus text format); returns the exposition
+    /// text (fails on any status but 200).
     pub fn scrape(&self) -> Result<String> {
         let url = self
             .metrics_url()

@@ -132,7 +132,10 @@ fn http_between_two_pods_in_histograms_service_graph_and_health() {
 
     let mut tap = Podtap::start(RUN_S, &[]).expect("podtap run");
     let url = tap.metrics_url().expect("metrics url");
-    assert!(url.starts_with("http://127.0.0.1:") && url.ends_with("/metrics"), "{url}");
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/metrics"),
+        "{url}"
+    );
 
     let port = 8080;
     let _server = pair
@@ -259,9 +262,7 @@ fn http_between_two_pods_in_histograms_service_graph_and_health() {
     // Bytes per edge against what curl counted (request lines + headers; response headers + bodies).
     let req = sum(&s, "podtap_service_graph_request_bytes_total", &edge);
     let resp = sum(&s, "podtap_service_graph_response_bytes_total", &edge);
-    eprintln!(
-        "bytes: request {req} (curl {req_bytes}), response {resp} (curl {resp_bytes})"
-    );
+    eprintln!("bytes: request {req} (curl {req_bytes}), response {resp} (curl {resp_bytes})");
     assert_eq!(req, req_bytes as f64, "request bytes");
     let resp_expected = resp_bytes as f64;
     assert!(
@@ -283,9 +284,23 @@ fn http_between_two_pods_in_histograms_service_graph_and_health() {
         );
     }
     assert!(sum(&s, "podtap_process_resident_memory_bytes", &[]) > 1e6);
-    assert!(select(&s, "podtap_process_cpu_seconds_total", &[]).next().is_some());
-    let packets = |v: &[_]| sum(v, "podtap_events_total", &[("source", "packet")]);
-    assert!(packets(&s) > packets(&first), "events counter moves");
+    assert!(select(&s, "podtap_process_cpu_seconds_total", &[])
+        .next()
+        .is_some());
+    // Health is taken about once a second: wait for a later tick.
+    let packets = |v: &[Sample]| sum(v, "podtap_events_total", &[("source", "packet")]);
+    let moved = Instant::now() + Duration::from_secs(15);
+    while packets(&parse(&tap.scrape().expect("scrape"))) <= packets(&first) {
+        assert!(Instant::now() < moved, "podtap_events_total does not move");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        sum(
+            &parse(&tap.scrape().expect("scrape")),
+            "podtap_calls_total",
+            &[]
+        ) >= total
+    );
 
     promtool_check(&text);
 

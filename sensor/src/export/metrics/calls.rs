@@ -351,8 +351,11 @@ impl CallFamilies {
                     _ => "",
                 };
                 let [s, sn, ns] = local_attrs(&call.client);
-                self.messaging_client
-                    .observe(&["rabbitmq", &req.method, e, s, sn, ns], seconds, now);
+                self.messaging_client.observe(
+                    &["rabbitmq", &req.method, e, s, sn, ns],
+                    seconds,
+                    now,
+                );
             }
             (Request::Dns(_), response) if client => {
                 let e = match response {

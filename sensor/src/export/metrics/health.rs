@@ -200,8 +200,7 @@ impl Health {
         ] {
             self.drops.set(&[reason], n as f64, now);
         }
-        self.connections
-            .set(&[], s.connections_tracked as f64, now);
+        self.connections.set(&[], s.connections_tracked as f64, now);
         for (protocol, n) in PROTOCOLS.iter().zip(f.malformed_by_protocol) {
             self.parse_errors.set(&[protocol], n as f64, now);
         }
@@ -209,8 +208,7 @@ impl Health {
             .set(&["hooked"], s.tls.files_hooked as f64, now);
         self.tls_files
             .set(&["unhookable"], s.tls.files_unhookable as f64, now);
-        self.tls_probes
-            .set(&[], s.tls.probes_attached as f64, now);
+        self.tls_probes.set(&[], s.tls.probes_attached as f64, now);
         if let Some(p) = process_stats() {
             self.rss.set(&[], p.rss_bytes, now);
             self.cpu.set(&[], p.cpu_seconds, now);

@@ -222,7 +222,11 @@ mod tests {
             .find(|f| f.prom_name == prom)?
             .points
             .iter()
-            .find(|p| p.attributes.iter().any(|(k, v)| *k == label.0 && v == label.1))
+            .find(|p| {
+                p.attributes
+                    .iter()
+                    .any(|(k, v)| *k == label.0 && v == label.1)
+            })
             .map(|p| p.value.clone())
     }
 
@@ -287,6 +291,10 @@ mod tests {
         assert!(text.contains("traces_service_graph_request_failed_total{client=\"curl\",server=\"api\",server_service_namespace=\"shop\"} 1.0"), "{text}");
         assert!(text.contains("podtap_service_graph_request_bytes_total{"));
         assert!(text.ends_with("# EOF\n"));
+        let classic = prometheus::to_text_004(&text);
+        assert!(classic.contains("# HELP traces_service_graph_request_failed_total Failed"));
+        assert!(classic.contains("# TYPE traces_service_graph_request_failed_total counter\n"));
+        assert!(!classic.contains("# UNIT") && !classic.contains("# EOF"));
     }
 
     /// The cost of `record` for an HTTP call with both ends on this node (the common case: 2 semconv

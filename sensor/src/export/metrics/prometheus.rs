@@ -14,7 +14,8 @@ use prometheus_client::{
 
 use super::{FamilySnapshot, Kind, Metrics, Unit, Value};
 
-const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsServerError {
@@ -111,9 +112,72 @@ pub fn render(metrics: &Arc<Metrics>) -> Result<String, fmt::Error> {
     Ok(text)
 }
 
-async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+/// The same exposition in the classic Prometheus text format (0.0.4), for readers that do not speak
+/// OpenMetrics (`promtool check metrics`, curl): a counter family is named with its `_total`, and
+/// there are no `# UNIT` or `# EOF` lines.
+#[must_use]
+pub fn to_text_004(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            if let Some(previous) = help.replace(rest) {
+                out.push_str("# HELP ");
+                out.push_str(previous);
+                out.push('\n');
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let counter = rest.strip_suffix(" counter");
+            if let Some(h) = help.take() {
+                out.push_str("# HELP ");
+                match (counter, h.split_once(' ')) {
+                    (Some(_), Some((name, text))) => {
+                        out.push_str(name);
+                        out.push_str("_total ");
+                        out.push_str(text);
+                    }
+                    _ => out.push_str(h),
+                }
+                out.push('\n');
+            }
+            match counter {
+                Some(name) => {
+                    out.push_str("# TYPE ");
+                    out.push_str(name);
+                    out.push_str("_total counter");
+                }
+                None => out.push_str(line),
+            }
+            out.push('\n');
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+async fn scrape(
+    State(metrics): State<Arc<Metrics>>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    // Prometheus asks for OpenMetrics; anything else gets the classic text format.
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
     match render(&metrics) {
-        Ok(text) => (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], text),
+        Ok(text) if openmetrics => (StatusCode::OK, [(header::CONTENT_TYPE, OPENMETRICS)], text),
+        Ok(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, TEXT_004)],
+            to_text_004(&text),
+        ),
         Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             [(header::CONTENT_TYPE, "text/plain")],

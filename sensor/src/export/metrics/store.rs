@@ -91,10 +91,12 @@ impl Family {
         let hash = hasher.finish();
         let mut map = self.lock();
         let bucket = map.entry(hash).or_default();
-        if let Some(series) = bucket
-            .iter_mut()
-            .find(|s| s.values.iter().map(String::as_str).eq(values.iter().copied()))
-        {
+        if let Some(series) = bucket.iter_mut().find(|s| {
+            s.values
+                .iter()
+                .map(String::as_str)
+                .eq(values.iter().copied())
+        }) {
             f(&mut series.cell);
             return;
         }
