@@ -36,6 +36,9 @@ const APT_PACKAGES: &[&str] = &[
     // x/net/http2/h2c for the Go h2c server of tests/tests/http2.rs (a dependency of the above, named
     // because the tests use it directly).
     "golang-golang-x-net-dev",
+    // Prometheus 2.42 and promtool: the alert rules' unit tests (`promtool test rules`, run by
+    // `cargo xtask test`) and the sensitive-call end-to-end test (tests/tests/sensitive.rs).
+    "prometheus",
 ];
 
 /// Python packages of the end-to-end tests: (import name, PyPI requirement).
