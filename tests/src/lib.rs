@@ -15,6 +15,7 @@ pub mod h2;
 pub mod kafka;
 pub mod netns;
 pub mod podtap;
+pub mod prometheus;
 pub mod records;
 pub mod redis;
 pub mod servers;
