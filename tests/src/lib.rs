@@ -13,6 +13,7 @@ pub mod clients;
 pub mod dns;
 pub mod h2;
 pub mod kafka;
+pub mod kube_api;
 pub mod netns;
 pub mod podtap;
 pub mod prometheus;
