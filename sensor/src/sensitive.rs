@@ -166,6 +166,16 @@ mod tests {
     const M: Option<SensitiveCategory> = Some(SensitiveCategory::CloudMetadata);
     const S: Option<SensitiveCategory> = Some(SensitiveCategory::K8sSecret);
 
+    /// (server, port, method, path, Host, expected)
+    type Case = (
+        &'static str,
+        u16,
+        &'static str,
+        &'static str,
+        Option<&'static str>,
+        Option<SensitiveCategory>,
+    );
+
     fn call_to(server: &str, port: u16, request: Request) -> Call {
         let parsed = ParsedCall {
             protocol: Protocol::Http,
@@ -200,7 +210,7 @@ mod tests {
     fn metadata_services() {
         let ip = "169.254.169.254";
         #[rustfmt::skip]
-        let cases: &[(&str, u16, &str, &str, Option<&str>, Option<SensitiveCategory>)] = &[
+        let cases: &[Case] = &[
             // AWS
             (ip, 80, "GET", "/latest/meta-data/", Some(ip), M),
             (ip, 80, "GET", "/latest/meta-data/placement/region", None, M),

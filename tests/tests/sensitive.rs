@@ -327,8 +327,8 @@ fn metadata_and_secret_calls_are_marked_counted_and_alerted() {
 
     // 2. Prometheus scrapes podtap and evaluates the shipped rules: the three alerts fire for the
     //    caller, none for the bystander.
-    let prometheus =
-        Prometheus::start(&[metrics_addr.clone()], &[shipped_rules()]).expect("prometheus");
+    let prometheus = Prometheus::start(std::slice::from_ref(&metrics_addr), &[shipped_rules()])
+        .expect("prometheus");
     let fired = wait_until(ALERT_TIMEOUT, || {
         let alerts = prometheus.alerts().ok()?;
         let names: std::collections::BTreeSet<String> = firing_for(&alerts, &caller)
