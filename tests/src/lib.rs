@@ -17,6 +17,7 @@ pub mod kube_api;
 pub mod netns;
 pub mod otlp_receiver;
 pub mod podtap;
+pub mod prometheus;
 pub mod records;
 pub mod redis;
 pub mod servers;

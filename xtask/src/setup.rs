@@ -36,7 +36,8 @@ const APT_PACKAGES: &[&str] = &[
     // x/net/http2/h2c for the Go h2c server of tests/tests/http2.rs (a dependency of the above, named
     // because the tests use it directly).
     "golang-golang-x-net-dev",
-    // promtool: tests/tests/metrics.rs checks /metrics with `promtool check metrics`.
+    // Prometheus 2.42 and promtool: `promtool check metrics` on /metrics (tests/tests/metrics.rs),
+    // the alert rules' unit tests (`promtool test rules`) and the sensitive-call end-to-end test.
     "prometheus",
 ];
 
