@@ -400,7 +400,7 @@ fn b_reconnects_after_the_api_server_comes_back() {
     out.assert_clean_exit();
     let warnings = out.stderr.matches("Kubernetes API unavailable").count();
     assert!(
-        warnings >= 1 && warnings <= 2,
+        (1..=2).contains(&warnings),
         "one warning per outage, got {warnings}:\n{}",
         out.stderr
     );
