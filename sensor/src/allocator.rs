@@ -12,8 +12,31 @@
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
+    cell::Cell,
     ptr::null_mut,
 };
+
+thread_local! {
+    /// Bytes allocated minus bytes freed by this thread: what a data structure built on one thread
+    /// costs (the metadata store's bytes per pod). A plain `Cell` without destructor, so the
+    /// allocator can touch it at any time; no atomic on the allocation path.
+    static THREAD_NET: Cell<isize> = const { Cell::new(0) };
+}
+
+fn count(delta: isize) {
+    let _ = THREAD_NET.try_with(|n| n.set(n.get().wrapping_add(delta)));
+}
+
+/// Net heap bytes this thread has allocated so far (see `THREAD_NET`); differences between two
+/// reads measure what was built in between.
+#[must_use]
+pub fn thread_net_allocated() -> isize {
+    THREAD_NET.try_with(Cell::get).unwrap_or(0)
+}
+
+fn signed(n: usize) -> isize {
+    isize::try_from(n).unwrap_or(isize::MAX)
+}
 
 /// See the module comment.
 pub struct Allocator;
@@ -49,6 +72,7 @@ fn map(size: usize) -> *mut u8 {
 // layout's size (at or above it); `dealloc` and `realloc` tell them apart by the same layout test.
 unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(signed(layout.size()));
         if is_huge(layout.size(), layout.align()) {
             map(layout.size())
         } else {
@@ -58,6 +82,7 @@ unsafe impl GlobalAlloc for Allocator {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(signed(layout.size()));
         if is_huge(layout.size(), layout.align()) {
             // Anonymous mappings are zero-filled.
             map(layout.size())
@@ -68,6 +93,7 @@ unsafe impl GlobalAlloc for Allocator {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count(-signed(layout.size()));
         if is_huge(layout.size(), layout.align()) {
             // SAFETY: `ptr` is a mapping of `layout.size()` bytes made by `map`.
             unsafe { libc::munmap(ptr.cast(), layout.size()) };
@@ -80,6 +106,13 @@ unsafe impl GlobalAlloc for Allocator {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let old_huge = is_huge(layout.size(), layout.align());
         let new_huge = is_huge(new_size, layout.align());
+        match (old_huge, new_huge) {
+            (false, false) | (true, true) => {
+                count(signed(new_size).wrapping_sub(signed(layout.size())));
+            }
+            // alloc + dealloc below count themselves.
+            _ => {}
+        }
         match (old_huge, new_huge) {
             // SAFETY: a system block resized by the system allocator.
             (false, false) => unsafe { System.realloc(ptr, layout, new_size) },

@@ -21,7 +21,7 @@ use crate::{
         filter::{FilterSync, FilterSyncStats},
         Event, ProcessChange,
     },
-    enrich::{enrich, CgroupLookup, NoCgroups},
+    enrich::{enrich_named, CgroupLookup, Names, NoCgroups},
     export::Sink,
     flow::{FlowCall, FlowConfig, FlowStats, FlowTable, SkipRequest},
     host::procfs::ProcFs,
@@ -137,11 +137,12 @@ impl Summary {
 fn write_calls(
     calls: &mut Vec<FlowCall>,
     cgroups: &mut dyn CgroupLookup,
+    names: Option<Names<'_>>,
     sink: &mut dyn Sink,
     written: &mut u64,
 ) -> Result<(), AppError> {
     for call in calls.drain(..) {
-        sink.write(&enrich(call, cgroups))
+        sink.write(&enrich_named(call, cgroups, names))
             .map_err(AppError::Output)?;
         *written += 1;
     }
@@ -191,6 +192,10 @@ pub fn run_live(
         tls.scan_all(&mut capture);
     }
     let mut tls_work: Vec<TlsWork> = Vec::new();
+    let names = options.metadata.as_deref().map(|store| Names {
+        store,
+        filter: &options.filter,
+    });
     let _ = writeln!(ready, "podtap: capturing");
     let _ = ready.flush();
     let mut flow = FlowTable::new(options.flow);
@@ -251,8 +256,9 @@ pub fn run_live(
             }
             sink.health(&summary);
         }
-        if let Err(error) = write_calls(&mut calls, cgroups, sink, &mut summary.calls_written)
-            .and_then(|()| sink.flush().map_err(AppError::Output))
+        if let Err(error) =
+            write_calls(&mut calls, cgroups, names, sink, &mut summary.calls_written)
+                .and_then(|()| sink.flush().map_err(AppError::Output))
         {
             break Err(error);
         }
@@ -262,7 +268,7 @@ pub fn run_live(
         flow.handle(event, &mut calls, &mut skips)
     });
     flow.finish(&mut calls, &mut skips);
-    let written = write_calls(&mut calls, cgroups, sink, &mut summary.calls_written)
+    let written = write_calls(&mut calls, cgroups, names, sink, &mut summary.calls_written)
         .and_then(|()| sink.flush().map_err(AppError::Output));
     summary.flow = flow.stats();
     summary.kernel = capture.counters();
@@ -360,13 +366,25 @@ pub fn replay_from(
         skips.clear();
         inspect(&flow);
         if output.is_ok() {
-            output = write_calls(&mut calls, &mut cgroups, sink, &mut summary.calls_written);
+            output = write_calls(
+                &mut calls,
+                &mut cgroups,
+                None,
+                sink,
+                &mut summary.calls_written,
+            );
         }
     })?;
     output?;
     flow.finish(&mut calls, &mut skips);
     inspect(&flow);
-    write_calls(&mut calls, &mut cgroups, sink, &mut summary.calls_written)?;
+    write_calls(
+        &mut calls,
+        &mut cgroups,
+        None,
+        sink,
+        &mut summary.calls_written,
+    )?;
     sink.flush().map_err(AppError::Output)?;
     summary.flow = flow.stats();
     Ok(summary)

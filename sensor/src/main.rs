@@ -176,7 +176,7 @@ fn main() -> anyhow::Result<()> {
             let cgroup_root = prepare_host(args.cgroup_root.clone())?;
             let mut cgroups =
                 CgroupResolver::new(&cgroup_root, 16_384).context("cgroup resolver")?;
-            let options = LiveOptions {
+            let mut options = LiveOptions {
                 ebpf: EbpfConfig {
                     cgroup_root,
                     max_payload: args.max_payload,
@@ -199,6 +199,17 @@ fn main() -> anyhow::Result<()> {
             };
             require_api_for_filter(&options, &args.kubernetes)?;
             let runtime = runtime()?;
+            if !args.kubernetes.no_kubernetes {
+                let store = Arc::new(MetadataStore::new(args.kubernetes.node_name.clone()));
+                // A few seconds for the first lists, so the first calls already have names.
+                podtap::k8s::watch::start(
+                    runtime.handle(),
+                    Arc::clone(&store),
+                    args.kubernetes.kubeconfig.clone(),
+                    Duration::from_secs(5),
+                );
+                options.metadata = Some(store);
+            }
             let stop = Arc::new(AtomicBool::new(false));
             for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
                 signal_hook::flag::register(signal, Arc::clone(&stop))
