@@ -197,19 +197,22 @@ fn main() -> anyhow::Result<()> {
                 metadata: None,
                 filter,
             };
-            require_api_for_filter(&options, &args.kubernetes)?;
             let runtime = runtime()?;
             if !args.kubernetes.no_kubernetes {
                 let store = Arc::new(MetadataStore::new(args.kubernetes.node_name.clone()));
                 // A few seconds for the first lists, so the first calls already have names.
-                podtap::k8s::watch::start(
+                // Without any API configuration there is no store: pod uids only.
+                let watching = podtap::k8s::watch::start(
                     runtime.handle(),
                     Arc::clone(&store),
                     args.kubernetes.kubeconfig.clone(),
                     Duration::from_secs(5),
                 );
-                options.metadata = Some(store);
+                if watching.is_some() {
+                    options.metadata = Some(store);
+                }
             }
+            require_api_for_filter(&options, &args.kubernetes)?;
             let stop = Arc::new(AtomicBool::new(false));
             for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
                 signal_hook::flag::register(signal, Arc::clone(&stop))

@@ -279,6 +279,8 @@ struct State {
 /// caches are LRU-bounded by the entry count given at construction. Safe to share between threads.
 pub struct CgroupResolver {
     root: PathBuf,
+    /// The root is a cgroup v2 mount, so ids can be opened as kernfs file handles.
+    by_handle: bool,
     rescan_interval: Duration,
     negative_ttl: Duration,
     state: Mutex<State>,
@@ -308,6 +310,7 @@ impl CgroupResolver {
             source,
         })?;
         Ok(Self {
+            by_handle: is_cgroup2(&root),
             root,
             rescan_interval: DEFAULT_RESCAN_INTERVAL,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
@@ -359,6 +362,24 @@ impl CgroupResolver {
                 return None;
             }
             state.unknown.pop(&id);
+        }
+        // The kernel names the cgroup of an id directly (a kernfs file handle), without a walk.
+        let lookup = if self.by_handle {
+            path_by_handle(&self.root, id)
+        } else {
+            HandleLookup::Unsupported
+        };
+        match lookup {
+            HandleLookup::Found(rel) => {
+                let info = Arc::new(CgroupInfo::from_path(&rel));
+                state.known.put(id, Arc::clone(&info));
+                return Some(info);
+            }
+            HandleLookup::Gone => {
+                state.unknown.put(id, now + self.negative_ttl);
+                return None;
+            }
+            HandleLookup::Unsupported => {}
         }
         if state
             .last_walk
@@ -428,6 +449,81 @@ impl CgroupResolver {
     #[must_use]
     pub fn walks(&self) -> u64 {
         self.lock().walks
+    }
+}
+
+/// What the kernel says about a cgroup id.
+enum HandleLookup {
+    /// The cgroup's path relative to the mount, `/`-rooted.
+    Found(String),
+    /// No cgroup has this id (any more).
+    Gone,
+    /// The kernel would not answer (no CAP_DAC_READ_SEARCH, an old kernel, a different mount).
+    Unsupported,
+}
+
+/// Whether `path` is the root of a cgroup v2 mount (`CGROUP2_SUPER_MAGIC`).
+fn is_cgroup2(path: &Path) -> bool {
+    rustix::fs::statfs(path).is_ok_and(|fs| fs.f_type == 0x6367_7270)
+}
+
+/// `FILEID_KERNFS`: a kernfs file handle is the node's 64-bit id, which is the cgroup id.
+const FILEID_KERNFS: i32 = 0xfe;
+
+/// `struct file_handle` with room for a kernfs id.
+#[repr(C)]
+struct KernfsHandle {
+    handle_bytes: u32,
+    handle_type: i32,
+    id: u64,
+}
+
+/// Opens cgroup `id` through `open_by_handle_at` on the cgroup v2 mount and reads its path back
+/// from `/proc/self/fd`: one syscall pair instead of a walk of the whole tree, so a container that
+/// started a moment ago is named on its first packet.
+fn path_by_handle(root: &Path, id: u64) -> HandleLookup {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    let Ok(mount) = std::fs::File::open(root) else {
+        return HandleLookup::Unsupported;
+    };
+    let mut handle = KernfsHandle {
+        handle_bytes: 8,
+        handle_type: FILEID_KERNFS,
+        id,
+    };
+    // SAFETY: `handle` is a valid `struct file_handle` with `handle_bytes` bytes of payload, and
+    // lives across the call; the return value is checked before it is used as a descriptor.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount.as_raw_fd(),
+            std::ptr::addr_of_mut!(handle),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        let errno = std::io::Error::last_os_error().raw_os_error();
+        return if errno == Some(libc::ESTALE) || errno == Some(libc::ENOENT) {
+            HandleLookup::Gone
+        } else {
+            HandleLookup::Unsupported
+        };
+    }
+    let Ok(fd) = i32::try_from(fd) else {
+        return HandleLookup::Unsupported;
+    };
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let Ok(target) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) else {
+        return HandleLookup::Unsupported;
+    };
+    let Ok(base) = std::fs::canonicalize(root) else {
+        return HandleLookup::Unsupported;
+    };
+    match target.strip_prefix(&base) {
+        Ok(rel) => HandleLookup::Found(format!("/{}", rel.to_string_lossy())),
+        // Opened through another mount of the hierarchy: the walk knows better.
+        Err(_) => HandleLookup::Unsupported,
     }
 }
 
@@ -657,7 +753,6 @@ mod tests {
         assert_eq!(info.runtime, Some(Runtime::Containerd));
         assert_eq!(info.qos, Some(QosClass::Burstable));
 
-        let walks = resolver.walks();
         let pod_info = resolver
             .resolve(ino(&root.join(&pod))?)
             .ok_or("pod cgroup not resolved")?;
@@ -665,8 +760,15 @@ mod tests {
         assert_eq!(pod_info.container_id, None);
         assert_eq!(
             resolver.walks(),
-            walks,
-            "the pod was pre-warmed by the first walk"
+            0,
+            "as root on a cgroup v2 mount, ids resolve through kernfs file handles, without a walk"
+        );
+        let gone = resolver.resolve(u64::MAX - 7);
+        assert!(gone.is_none());
+        assert_eq!(
+            resolver.walks(),
+            0,
+            "an id the kernel does not know is not walked for"
         );
         Ok(())
     }

@@ -101,7 +101,7 @@ pub fn start(
     store: Arc<MetadataStore>,
     kubeconfig: Option<PathBuf>,
     wait: Duration,
-) -> Arc<WatchStats> {
+) -> Option<Arc<WatchStats>> {
     let stats = Arc::new(WatchStats::default());
     let (tx, rx) = std::sync::mpsc::channel::<Outcome>();
     let shared = Arc::new(Shared {
@@ -125,14 +125,15 @@ pub fn start(
     while outcomes < WATCHES {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(Outcome::NoClient) | Err(_) => break,
+            Ok(Outcome::NoClient) => return None,
+            Err(_) => break,
             Ok(Outcome::Listed | Outcome::Failed) => outcomes += 1,
         }
     }
     if outcomes < WATCHES {
         log::debug!("{outcomes} of {WATCHES} Kubernetes watches answered within {wait:?}");
     }
-    stats
+    Some(stats)
 }
 
 /// The client: `--kubeconfig`, else in-cluster, else `$KUBECONFIG` / `~/.kube/config`.
