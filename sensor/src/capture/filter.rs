@@ -20,16 +20,17 @@ use std::{
 
 use podtap_common::FILTER_MAX_LEVEL;
 
-use crate::k8s::{cgroup::CgroupInfo, filter::CaptureFilter, meta::PodMeta};
+use crate::k8s::{
+    cgroup::{walk_dirs, CgroupInfo},
+    filter::CaptureFilter,
+    meta::PodMeta,
+};
 
 /// How soon a wanted pod without a cgroup directory is looked for again.
 const RETRY_SOON: Duration = Duration::from_secs(1);
 /// The same, once it has been missing for `MISSING_LONG`.
 const RETRY_LATE: Duration = Duration::from_secs(10);
 const MISSING_LONG: Duration = Duration::from_secs(60);
-/// Deepest directory level a walk looks at for pod directories (deeper than `FILTER_MAX_LEVEL` ones
-/// are counted, not listed: the kernel would not look that deep).
-const MAX_WALK_DEPTH: usize = 16;
 
 /// The kernel map, as the reconciler sees it.
 pub trait FilterMap {
@@ -205,43 +206,30 @@ impl FilterSync {
         self.stats.pods_without_cgroup = self.missing.len() as u64;
     }
 
-    /// Finds the directories of the wanted pods (descending neither into pods nor past
-    /// `MAX_WALK_DEPTH`).
+    /// Finds the directories of the wanted pods (not descending into pods).
     fn walk(&mut self, wanted: &HashSet<&str>) {
         self.stats.walks += 1;
         let mut too_deep = 0;
-        let mut stack = vec![(self.root.clone(), String::new(), 0usize)];
-        while let Some((dir, rel, depth)) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
+        let dirs = &mut self.dirs;
+        walk_dirs(&self.root, |dir| {
+            let info = CgroupInfo::from_path(dir.rel);
+            let Some(uid) = info.pod_uid.filter(|_| info.container_id.is_none()) else {
+                return true;
             };
-            for entry in entries.flatten() {
-                let Ok(meta) = entry.metadata() else { continue };
-                if !meta.is_dir() {
-                    continue;
-                }
-                let child_rel = format!("{rel}/{}", entry.file_name().to_string_lossy());
-                let level = depth + 1;
-                let info = CgroupInfo::from_path(&child_rel);
-                if let Some(uid) = info.pod_uid.filter(|_| info.container_id.is_none()) {
-                    if level > FILTER_MAX_LEVEL as usize {
-                        too_deep += 1;
-                    } else if wanted.contains(uid.as_str()) {
-                        self.dirs.insert(
-                            uid,
-                            PodDir {
-                                path: entry.path(),
-                                id: meta.ino(),
-                            },
-                        );
-                    }
-                    continue;
-                }
-                if level < MAX_WALK_DEPTH {
-                    stack.push((entry.path(), child_rel, level));
-                }
+            if dir.level > FILTER_MAX_LEVEL as usize {
+                too_deep += 1;
+            } else if wanted.contains(uid.as_str()) {
+                dirs.insert(
+                    uid,
+                    PodDir {
+                        path: dir.path.to_path_buf(),
+                        id: dir.ino,
+                    },
+                );
             }
-        }
+            // Not into pods: their containers are covered by the pod's cgroup.
+            false
+        });
         self.stats.too_deep = too_deep;
     }
 

@@ -534,6 +534,28 @@ fn walk(root: &Path) -> Vec<(u64, String)> {
     if let Ok(meta) = std::fs::metadata(root) {
         out.push((meta.ino(), "/".to_owned()));
     }
+    walk_dirs(root, |dir| {
+        out.push((dir.ino, dir.rel.to_owned()));
+        true
+    });
+    out
+}
+
+/// A directory met by [`walk_dirs`].
+pub struct WalkedDir<'a> {
+    /// Its path.
+    pub path: &'a Path,
+    /// `/`-rooted, relative to the walk's root.
+    pub rel: &'a str,
+    /// The inode number: the cgroup id.
+    pub ino: u64,
+    /// 1 for the root's children.
+    pub level: usize,
+}
+
+/// Visits every directory below `root` (not `root` itself), down to [`MAX_WALK_DEPTH`] levels;
+/// `visit` says whether to descend into it. Directories that vanish or cannot be read are skipped.
+pub fn walk_dirs(root: &Path, mut visit: impl FnMut(&WalkedDir<'_>) -> bool) {
     let mut stack = vec![(root.to_path_buf(), String::new(), 0usize)];
     while let Some((dir, rel, depth)) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -545,13 +567,19 @@ fn walk(root: &Path) -> Vec<(u64, String)> {
                 continue;
             }
             let child_rel = format!("{rel}/{}", entry.file_name().to_string_lossy());
-            out.push((meta.ino(), child_rel.clone()));
-            if depth + 1 < MAX_WALK_DEPTH {
-                stack.push((entry.path(), child_rel, depth + 1));
+            let path = entry.path();
+            let level = depth + 1;
+            let descend = visit(&WalkedDir {
+                path: &path,
+                rel: &child_rel,
+                ino: meta.ino(),
+                level,
+            });
+            if descend && level < MAX_WALK_DEPTH {
+                stack.push((path, child_rel, level));
             }
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -414,9 +414,21 @@ fn kafka(call: &Call, request: &KafkaRequest, end: End) -> Shape {
     if error.is_none() && call.status == CallStatus::Error {
         error = Some("Kafka request failed".to_owned());
     }
+    messaging_shape(operation, destination, client_kind, end, attributes, error)
+}
+
+/// A Kafka or AMQP span: named `{operation} {destination}`, the client's kind by operation.
+fn messaging_shape(
+    operation: &str,
+    destination: Option<String>,
+    client_kind: SpanKind,
+    end: End,
+    attributes: Vec<KeyValue>,
+    error: Option<String>,
+) -> Shape {
     Shape {
         name: match destination {
-            Some(topic) => format!("{operation} {topic}"),
+            Some(destination) => format!("{operation} {destination}"),
             None => operation.to_owned(),
         },
         kind: match end {
@@ -471,18 +483,7 @@ fn amqp(call: &Call, request: &AmqpRequest, end: End) -> Shape {
     if error.is_none() && call.status == CallStatus::Error {
         error = Some("AMQP method failed".to_owned());
     }
-    Shape {
-        name: match destination {
-            Some(destination) => format!("{operation} {destination}"),
-            None => operation.to_owned(),
-        },
-        kind: match end {
-            End::Client => client_kind,
-            End::Server => SpanKind::Server,
-        },
-        attributes,
-        error,
-    }
+    messaging_shape(operation, destination, client_kind, end, attributes, error)
 }
 
 #[cfg(test)]
