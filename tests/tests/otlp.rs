@@ -7,10 +7,11 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use podtap_tests::clients::{curl_codes, run_client, wrk};
 use podtap_tests::dns::{dig, Dnsmasq, A_ADDR, A_NAME};
 use podtap_tests::h2::GrpcServer;
-use podtap_tests::otlp_receiver::{OtlpReceiver, ReceivedSpan};
+use podtap_tests::otlp_receiver::{attributes, OtlpReceiver, ReceivedSpan};
 use podtap_tests::util::{python_with, wait_until, TempDir};
 use podtap_tests::{CgroupDriver, Nginx, Pod, PodPair, Podtap};
 use serde_json::json;
@@ -32,6 +33,54 @@ fn now_ns() -> u64 {
         .duration_since(UNIX_EPOCH)
         .expect("clock")
         .as_nanos() as u64
+}
+
+/// Waits until the receiver has a cumulative histogram `name` in seconds, pushed by podtap as its
+/// own resource, whose points with attribute `key` = `value` count at least `min` calls.
+fn wait_histogram(
+    receiver: &OtlpReceiver,
+    name: &str,
+    key: &str,
+    value: &serde_json::Value,
+    min: u64,
+) {
+    let counted = wait_until(SETTLE, || {
+        let (resource, metric) = receiver
+            .metrics()
+            .into_iter()
+            .rev()
+            .find(|(_, m)| m.name == name)?;
+        assert_eq!(
+            resource.get("service.name"),
+            Some(&json!("podtap")),
+            "{resource:?}"
+        );
+        assert_eq!(metric.unit, "s", "{metric:?}");
+        let Some(Data::Histogram(histogram)) = &metric.data else {
+            panic!("{name} is not a histogram: {metric:?}");
+        };
+        assert_eq!(histogram.aggregation_temporality, 2, "cumulative");
+        let count: u64 = histogram
+            .data_points
+            .iter()
+            .filter(|p| attributes(&p.attributes).get(key) == Some(value))
+            .map(|p| {
+                assert_eq!(p.bucket_counts.len(), p.explicit_bounds.len() + 1, "{p:?}");
+                assert_eq!(p.bucket_counts.iter().sum::<u64>(), p.count, "{p:?}");
+                p.count
+            })
+            .sum();
+        (count >= min).then_some(count)
+    });
+    assert!(
+        counted.is_some(),
+        "no {name} with {key}={value} counting {min} calls; metrics received: {:?}",
+        receiver
+            .metrics()
+            .iter()
+            .map(|(_, m)| m.name.clone())
+            .collect::<HashSet<_>>()
+    );
 }
 
 fn podtap(endpoint: &str, protocol: &str, extra: &[&str]) -> Podtap {
@@ -155,6 +204,13 @@ fn a_http_between_two_pods_over_otlp_grpc() {
     assert_eq!(codes, vec![200, 500]);
     let spans = wait_spans(&receiver, &[&pair.a, &pair.b], 4);
     let t1 = now_ns();
+    // The same calls in the metrics podtap pushes over OTLP/gRPC.
+    for name in [
+        "http.server.request.duration",
+        "http.client.request.duration",
+    ] {
+        wait_histogram(&receiver, name, "http.response.status_code", &json!(500), 1);
+    }
     let podtap_pid = tap.pid().expect("pid");
     let out = tap.stop().expect("stop");
     out.assert_clean_exit();
@@ -253,6 +309,16 @@ fn b_grpc_ok_and_unavailable_over_otlp_http() {
     assert_eq!(run.stdout.trim(), "Unary 0\nUnavailable 14");
     let spans = wait_spans(&receiver, &[&pair.a, &pair.b], 4);
     let t1 = now_ns();
+    // And in the metrics pushed over OTLP/HTTP.
+    for name in ["rpc.server.call.duration", "rpc.client.call.duration"] {
+        wait_histogram(
+            &receiver,
+            name,
+            "rpc.method",
+            &json!("podtap.Test/Unavailable"),
+            1,
+        );
+    }
     let out = tap.stop().expect("stop");
     out.assert_clean_exit();
     let rpc: Vec<ReceivedSpan> = spans

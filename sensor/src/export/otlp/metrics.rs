@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::{
     resource::v1::Resource,
 };
 
-use super::resource::string;
+use super::resource::{int, string};
 use crate::{
     export::metrics::{FamilySnapshot, Kind, Point, Value},
     model::UnixNanos,
@@ -92,11 +92,17 @@ fn metric(family: &FamilySnapshot, now: UnixNanos) -> Option<Metric> {
     (data_points(&metric) > 0).then_some(metric)
 }
 
+/// Attributes the conventions type as integers (the store keeps every label as text).
+const INT_ATTRIBUTES: &[&str] = &["http.response.status_code", "server.port"];
+
 fn attributes(point: &Point) -> Vec<opentelemetry_proto::tonic::common::v1::KeyValue> {
     point
         .attributes
         .iter()
-        .map(|(key, value)| string(key, value.clone()))
+        .map(|(key, value)| match value.parse::<i64>() {
+            Ok(number) if INT_ATTRIBUTES.contains(key) => int(key, number),
+            _ => string(key, value.clone()),
+        })
         .collect()
 }
 
