@@ -23,15 +23,15 @@ const fn hist(
     labels: &'static [&'static str],
     bounds: &'static [f64],
 ) -> Desc {
-    Desc {
+    Desc::new(
         otel_name,
         prom_name,
-        unit: Unit::Seconds,
-        help,
-        kind: Kind::Histogram,
+        Unit::Seconds,
+        Kind::Histogram,
         labels,
-        bounds,
-    }
+        help,
+    )
+    .with_bounds(bounds)
 }
 
 const HTTP_LABELS: &[&str] = &[
@@ -138,16 +138,15 @@ impl Default for CallFamilies {
                 DNS_LABELS,
                 DURATION_BOUNDS,
             )),
-            sensitive: Family::new(Desc {
-                otel_name: "podtap.sensitive.calls",
-                prom_name: "podtap_sensitive_calls",
-                unit: Unit::None,
-                help: "Calls to cloud metadata services and Kubernetes Secret reads, by category, \
-                       outcome (ok, denied, error, no_response) and calling pod.",
-                kind: Kind::Counter,
-                labels: SENSITIVE_LABELS,
-                bounds: &[],
-            }),
+            sensitive: Family::new(Desc::new(
+                "podtap.sensitive.calls",
+                "podtap_sensitive_calls",
+                Unit::None,
+                Kind::Counter,
+                SENSITIVE_LABELS,
+                "Calls to cloud metadata services and Kubernetes Secret reads, by category, \
+                 outcome (ok, denied, error, no_response) and calling pod.",
+            )),
         }
     }
 }

@@ -6,25 +6,6 @@ use super::store::{Desc, Family};
 use super::{ExportStats, Kind, Unit};
 use crate::{app::Summary, model::UnixNanos};
 
-const fn desc(
-    prom_name: &'static str,
-    otel_name: &'static str,
-    unit: Unit,
-    kind: Kind,
-    labels: &'static [&'static str],
-    help: &'static str,
-) -> Desc {
-    Desc {
-        otel_name,
-        prom_name,
-        unit,
-        help,
-        kind,
-        labels,
-        bounds: &[],
-    }
-}
-
 /// The protocols of `podtap_parse_errors_total`, in `FlowStats::malformed_by_protocol` order.
 pub const PROTOCOLS: [&str; 6] = ["http", "grpc", "dns", "redis", "kafka", "amqp"];
 
@@ -49,106 +30,106 @@ impl Default for Health {
     fn default() -> Self {
         use Kind::{Counter, Gauge};
         Self {
-            events: Family::new(desc(
-                "podtap_events",
+            events: Family::new(Desc::new(
                 "podtap.events",
+                "podtap_events",
                 Unit::None,
                 Counter,
                 &["source"],
                 "Records read from the kernel: packets, TLS plaintext records.",
             )),
-            calls: Family::new(desc(
-                "podtap_calls",
+            calls: Family::new(Desc::new(
                 "podtap.calls",
+                "podtap_calls",
                 Unit::None,
                 Counter,
                 &[],
                 "Calls rebuilt and handed to the sinks.",
             )),
-            drops: Family::new(desc(
-                "podtap_drops",
+            drops: Family::new(Desc::new(
                 "podtap.drops",
+                "podtap_drops",
                 Unit::None,
                 Counter,
                 &["reason"],
                 "Things podtap dropped or lost, by reason (ring buffers full, payload truncated, \
                  stream and pending-request bounds, evicted connections, gaps, undecodable records).",
             )),
-            connections: Family::new(desc(
-                "podtap_connections_tracked",
+            connections: Family::new(Desc::new(
                 "podtap.connections.tracked",
+                "podtap_connections_tracked",
                 Unit::None,
                 Gauge,
                 &[],
                 "Connections and UDP flows in the flow table now.",
             )),
-            parse_errors: Family::new(desc(
-                "podtap_parse_errors",
+            parse_errors: Family::new(Desc::new(
                 "podtap.parse.errors",
+                "podtap_parse_errors",
                 Unit::None,
                 Counter,
                 &["protocol"],
                 "Messages that did not parse (counted when their connection closes).",
             )),
-            tls_files: Family::new(desc(
-                "podtap_tls_files",
+            tls_files: Family::new(Desc::new(
                 "podtap.tls.files",
+                "podtap_tls_files",
                 Unit::None,
                 Gauge,
                 &["state"],
                 "Files with TLS code: hooked now, or found but not hookable.",
             )),
-            tls_probes: Family::new(desc(
-                "podtap_tls_probes_attached",
+            tls_probes: Family::new(Desc::new(
                 "podtap.tls.probes.attached",
+                "podtap_tls_probes_attached",
                 Unit::None,
                 Gauge,
                 &[],
                 "TLS uprobes attached now.",
             )),
-            export_items: Family::new(desc(
-                "podtap_export_items",
+            export_items: Family::new(Desc::new(
                 "podtap.export.items",
+                "podtap_export_items",
                 Unit::None,
                 Counter,
                 &["signal", "outcome"],
                 "OTLP items (spans, data points) exported or dropped.",
             )),
-            export_failed: Family::new(desc(
-                "podtap_export_failed_requests",
+            export_failed: Family::new(Desc::new(
                 "podtap.export.failed_requests",
+                "podtap_export_failed_requests",
                 Unit::None,
                 Counter,
                 &["signal"],
                 "OTLP export requests that failed.",
             )),
-            export_queue: Family::new(desc(
-                "podtap_export_queue_depth",
+            export_queue: Family::new(Desc::new(
                 "podtap.export.queue_depth",
+                "podtap_export_queue_depth",
                 Unit::None,
                 Gauge,
                 &["signal"],
                 "OTLP items waiting to be sent.",
             )),
-            rss: Family::new(desc(
-                "podtap_process_resident_memory",
+            rss: Family::new(Desc::new(
                 "podtap.process.resident_memory",
+                "podtap_process_resident_memory",
                 Unit::Bytes,
                 Gauge,
                 &[],
                 "Resident memory of the podtap process.",
             )),
-            cpu: Family::new(desc(
-                "podtap_process_cpu",
+            cpu: Family::new(Desc::new(
                 "podtap.process.cpu.time",
+                "podtap_process_cpu",
                 Unit::Seconds,
                 Counter,
                 &[],
                 "CPU time (user + system) of the podtap process.",
             )),
-            series_dropped: Family::new(desc(
-                "podtap_metric_series_dropped",
+            series_dropped: Family::new(Desc::new(
                 "podtap.metric.series.dropped",
+                "podtap_metric_series_dropped",
                 Unit::None,
                 Counter,
                 &["family"],

@@ -20,6 +20,7 @@ const LABELS: &[&str] = &[
     "connection_type",
 ];
 
+/// A family of the graph: every one has the edge labels; histograms Tempo's buckets.
 const fn desc(
     otel_name: &'static str,
     prom_name: &'static str,
@@ -27,18 +28,11 @@ const fn desc(
     kind: Kind,
     help: &'static str,
 ) -> Desc {
-    Desc {
-        otel_name,
-        prom_name,
-        unit,
-        help,
-        kind,
-        labels: LABELS,
-        bounds: if matches!(kind, Kind::Histogram) {
-            BOUNDS
-        } else {
-            &[]
-        },
+    let desc = Desc::new(otel_name, prom_name, unit, kind, LABELS, help);
+    if matches!(kind, Kind::Histogram) {
+        desc.with_bounds(BOUNDS)
+    } else {
+        desc
     }
 }
 

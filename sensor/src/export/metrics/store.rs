@@ -32,6 +32,35 @@ pub struct Desc {
     pub bounds: &'static [f64],
 }
 
+impl Desc {
+    /// A family without bucket bounds (a counter or a gauge; histograms add theirs).
+    #[must_use]
+    pub const fn new(
+        otel_name: &'static str,
+        prom_name: &'static str,
+        unit: Unit,
+        kind: Kind,
+        labels: &'static [&'static str],
+        help: &'static str,
+    ) -> Self {
+        Self {
+            otel_name,
+            prom_name,
+            unit,
+            help,
+            kind,
+            labels,
+            bounds: &[],
+        }
+    }
+
+    /// The same family with these histogram bucket bounds.
+    #[must_use]
+    pub const fn with_bounds(self, bounds: &'static [f64]) -> Self {
+        Self { bounds, ..self }
+    }
+}
+
 #[derive(Debug)]
 enum Cell {
     Number(f64),
