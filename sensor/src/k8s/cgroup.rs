@@ -279,8 +279,8 @@ struct State {
 /// caches are LRU-bounded by the entry count given at construction. Safe to share between threads.
 pub struct CgroupResolver {
     root: PathBuf,
-    /// The root is a cgroup v2 mount, so ids can be opened as kernfs file handles.
-    by_handle: bool,
+    /// Set when the root is a cgroup v2 mount, so ids can be opened as kernfs file handles.
+    by_handle: Option<HandleRoot>,
     rescan_interval: Duration,
     negative_ttl: Duration,
     state: Mutex<State>,
@@ -310,7 +310,7 @@ impl CgroupResolver {
             source,
         })?;
         Ok(Self {
-            by_handle: is_cgroup2(&root),
+            by_handle: HandleRoot::open(&root),
             root,
             rescan_interval: DEFAULT_RESCAN_INTERVAL,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
@@ -364,11 +364,10 @@ impl CgroupResolver {
             state.unknown.pop(&id);
         }
         // The kernel names the cgroup of an id directly (a kernfs file handle), without a walk.
-        let lookup = if self.by_handle {
-            path_by_handle(&self.root, id)
-        } else {
-            HandleLookup::Unsupported
-        };
+        let lookup = self
+            .by_handle
+            .as_ref()
+            .map_or(HandleLookup::Unsupported, |root| root.path_of(id));
         match lookup {
             HandleLookup::Found(rel) => {
                 let info = Arc::new(CgroupInfo::from_path(&rel));
@@ -462,11 +461,6 @@ enum HandleLookup {
     Unsupported,
 }
 
-/// Whether `path` is the root of a cgroup v2 mount (`CGROUP2_SUPER_MAGIC`).
-fn is_cgroup2(path: &Path) -> bool {
-    rustix::fs::statfs(path).is_ok_and(|fs| fs.f_type == 0x6367_7270)
-}
-
 /// `FILEID_KERNFS`: a kernfs file handle is the node's 64-bit id, which is the cgroup id.
 const FILEID_KERNFS: i32 = 0xfe;
 
@@ -478,52 +472,66 @@ struct KernfsHandle {
     id: u64,
 }
 
-/// Opens cgroup `id` through `open_by_handle_at` on the cgroup v2 mount and reads its path back
-/// from `/proc/self/fd`: one syscall pair instead of a walk of the whole tree, so a container that
-/// started a moment ago is named on its first packet.
-fn path_by_handle(root: &Path, id: u64) -> HandleLookup {
-    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-    let Ok(mount) = std::fs::File::open(root) else {
-        return HandleLookup::Unsupported;
-    };
-    let mut handle = KernfsHandle {
-        handle_bytes: 8,
-        handle_type: FILEID_KERNFS,
-        id,
-    };
-    // SAFETY: `handle` is a valid `struct file_handle` with `handle_bytes` bytes of payload, and
-    // lives across the call; the return value is checked before it is used as a descriptor.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_by_handle_at,
-            mount.as_raw_fd(),
-            std::ptr::addr_of_mut!(handle),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        let errno = std::io::Error::last_os_error().raw_os_error();
-        return if errno == Some(libc::ESTALE) || errno == Some(libc::ENOENT) {
-            HandleLookup::Gone
-        } else {
-            HandleLookup::Unsupported
-        };
+/// The cgroup v2 mount, opened once, for `open_by_handle_at`.
+struct HandleRoot {
+    mount: std::fs::File,
+    /// The mount's canonical path: the prefix of what `/proc/self/fd` links say.
+    base: PathBuf,
+}
+
+impl HandleRoot {
+    /// `None` unless `root` is the root of a cgroup v2 mount (`CGROUP2_SUPER_MAGIC`).
+    fn open(root: &Path) -> Option<Self> {
+        if !rustix::fs::statfs(root).is_ok_and(|fs| fs.f_type == 0x6367_7270) {
+            return None;
+        }
+        Some(Self {
+            mount: std::fs::File::open(root).ok()?,
+            base: std::fs::canonicalize(root).ok()?,
+        })
     }
-    let Ok(fd) = i32::try_from(fd) else {
-        return HandleLookup::Unsupported;
-    };
-    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let Ok(target) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) else {
-        return HandleLookup::Unsupported;
-    };
-    let Ok(base) = std::fs::canonicalize(root) else {
-        return HandleLookup::Unsupported;
-    };
-    match target.strip_prefix(&base) {
-        Ok(rel) => HandleLookup::Found(format!("/{}", rel.to_string_lossy())),
-        // Opened through another mount of the hierarchy: the walk knows better.
-        Err(_) => HandleLookup::Unsupported,
+
+    /// Opens cgroup `id` as a kernfs file handle and reads its path back from `/proc/self/fd`:
+    /// one syscall pair instead of a walk of the whole tree, so a container that started a moment
+    /// ago is named on its first packet.
+    fn path_of(&self, id: u64) -> HandleLookup {
+        use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+        let mut handle = KernfsHandle {
+            handle_bytes: 8,
+            handle_type: FILEID_KERNFS,
+            id,
+        };
+        // SAFETY: `handle` is a valid `struct file_handle` with `handle_bytes` bytes of payload,
+        // and lives across the call; the return value is checked before it is used as a descriptor.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_open_by_handle_at,
+                self.mount.as_raw_fd(),
+                std::ptr::addr_of_mut!(handle),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            return if errno == Some(libc::ESTALE) || errno == Some(libc::ENOENT) {
+                HandleLookup::Gone
+            } else {
+                HandleLookup::Unsupported
+            };
+        }
+        let Ok(fd) = i32::try_from(fd) else {
+            return HandleLookup::Unsupported;
+        };
+        // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let Ok(target) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) else {
+            return HandleLookup::Unsupported;
+        };
+        match target.strip_prefix(&self.base) {
+            Ok(rel) => HandleLookup::Found(format!("/{}", rel.to_string_lossy())),
+            // Opened through another mount of the hierarchy: the walk knows better.
+            Err(_) => HandleLookup::Unsupported,
+        }
     }
 }
 
