@@ -240,7 +240,7 @@ pub fn run_live(
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
-            flow.tick(unix_now(), &mut calls, &mut skips);
+            flow.tick(crate::model::unix_now(), &mut calls, &mut skips);
             capture.apply_skips(&skips);
             skips.clear();
             summary.flow = flow.stats();
@@ -388,10 +388,4 @@ pub fn replay_from(
     sink.flush().map_err(AppError::Output)?;
     summary.flow = flow.stats();
     Ok(summary)
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }

@@ -12,6 +12,14 @@ use crate::k8s::meta::PodMeta;
 /// sources convert their own clocks at the edge.
 pub type UnixNanos = u64;
 
+/// Now, as Unix nanoseconds (0 before 1970, saturated far in the future).
+#[must_use]
+pub fn unix_now() -> UnixNanos {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// Which end of a connection sent some bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Side {

@@ -97,14 +97,14 @@ impl Metrics {
 
     /// Counts one call.
     pub fn record(&self, call: &Call) {
-        let now = store::unix_now();
+        let now = crate::model::unix_now();
         self.calls.record(call, now);
         self.graph.record(call, now);
     }
 
     /// Takes podtap's own counters.
     pub fn health(&self, summary: &Summary) {
-        let now = store::unix_now();
+        let now = crate::model::unix_now();
         self.health.summary(summary, now);
         let full: Vec<_> = self
             .families()
@@ -120,7 +120,7 @@ impl Metrics {
 
     /// Takes the OTLP exporter's own counters (one signal at a time).
     pub fn export_stats(&self, stats: &ExportStats) {
-        self.health.export(stats, store::unix_now());
+        self.health.export(stats, crate::model::unix_now());
     }
 
     fn families(&self) -> impl Iterator<Item = &store::Family> {

@@ -251,14 +251,6 @@ impl Family {
     }
 }
 
-/// Now, as Unix nanoseconds.
-#[must_use]
-pub fn unix_now() -> UnixNanos {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

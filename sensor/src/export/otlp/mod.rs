@@ -449,13 +449,7 @@ async fn export_metrics(
             _ = tick.tick() => false,
             _ = stop.wait_for(|s| *s) => true,
         };
-        let now = crate::model::UnixNanos::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos(),
-        )
-        .unwrap_or(u64::MAX);
+        let now = crate::model::unix_now();
         let (request, points) = metrics::request(&store.snapshot(), resource.clone(), now);
         if points > 0 {
             let attempts = if stopping { 1 } else { METRIC_ATTEMPTS };
